@@ -1,0 +1,245 @@
+"""The `alignlab` command: list, run, sweep, reproduce, report."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from alignlab.core import experiment as registry
+from alignlab.core.config import PRESETS
+from alignlab.core.console import console
+from alignlab.core.errors import AlignlabError, did_you_mean
+
+app = typer.Typer(
+    help="alignlab: ten 2024 research systems on human-AI interaction and alignment.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="smoke | quick | paper")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config key: key=value (repeatable)."),
+]
+DeviceOpt = Annotated[str, typer.Option(help="cpu | cuda | auto")]
+
+
+def error(message: str) -> None:
+    """One red 'error:' line; the message is printed verbatim (no rich markup)."""
+    console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+
+
+def friendly(fn):
+    """Turn AlignlabError into one red line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except AlignlabError as e:
+            error(str(e))
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]; re-run with --resume to continue.")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _check_preset(preset: str) -> None:
+    if preset not in PRESETS:
+        raise AlignlabError(
+            f"Unknown preset {preset!r}.{did_you_mean(preset, PRESETS)} "
+            f"Valid presets: {', '.join(PRESETS)}."
+        )
+
+
+def _claims_table(claims: list[dict], title: str = "claims") -> Table:
+    table = Table(title=title, show_lines=False)
+    table.add_column("claim")
+    table.add_column("measured", overflow="fold")
+    table.add_column("holds")
+    for c in claims:
+        m = c["measured"]
+        m = f"{m:.4g}" if isinstance(m, float) else str(m)
+        table.add_row(c["id"], m, "[green]✓[/]" if c["holds"] else "[red]✗[/]")
+    return table
+
+
+@app.command("list")
+@friendly
+def list_experiments() -> None:
+    """Every registered experiment, its paper and a one-line description."""
+    table = Table(title="alignlab experiments")
+    table.add_column("experiment", style="bold")
+    table.add_column("paper")
+    table.add_column("description")
+    for exp in registry.experiments():
+        table.add_row(exp.name, exp.paper, exp.description)
+    console.print(table)
+
+
+@app.command()
+@friendly
+def run(
+    experiment: Annotated[str, typer.Argument(help="e.g. drmdp.table4")],
+    preset: PresetOpt = "quick",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an unfinished run.")] = False,
+    force: Annotated[bool, typer.Option(help="Re-run even if finished.")] = False,
+    device: DeviceOpt = "auto",
+) -> None:
+    """One run: a run directory, a progress bar, a summary with the claims table."""
+    from alignlab.core.run import RunSpec, execute
+
+    _check_preset(preset)
+    spec = RunSpec(
+        experiment=experiment,
+        preset=preset,
+        seed=seed,
+        overrides=tuple(set_ or ()),
+        out=str(out) if out else None,
+        resume=resume,
+        force=force,
+        device=device,
+    )
+    outcome = execute(spec)
+    if outcome.skipped:
+        console.print(f"[yellow]{outcome.dir} is already finished[/]; pass --force to re-run.")
+    console.print(_claims_table(outcome.claims, f"{experiment} ({preset}, seed {seed})"))
+    console.print(f"run directory: [bold]{outcome.dir}[/]")
+
+
+@app.command()
+@friendly
+def sweep(
+    experiment: Annotated[str, typer.Argument(help="e.g. drmdp.horizon")],
+    seeds: Annotated[str, typer.Option(help="e.g. 0-4 or 0,2,7")] = "0-2",
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="Grid axis: key=v1,v2 (repeatable)."),
+    ] = None,
+    preset: PresetOpt = "quick",
+    backend: Annotated[str, typer.Option(help="local (process pool) | ray")] = "local",
+    workers: Annotated[int | None, typer.Option(help="Parallel runs (default: cores).")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address; default starts a local Ray.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Sweep directory.")] = None,
+    force: Annotated[bool, typer.Option(help="Re-run finished runs too.")] = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """A grid of runs (seeds × --set values) with a mean ± 95% CI aggregate and plots."""
+    from alignlab.core.sweep import aggregate_markdown, parse_seeds
+    from alignlab.core.sweep import sweep as do_sweep
+
+    _check_preset(preset)
+    result = do_sweep(
+        experiment,
+        parse_seeds(seeds),
+        set_ or [],
+        preset=preset,
+        out=out,
+        backend=backend,
+        workers=workers,
+        address=address,
+        device=device,
+        force=force,
+    )
+    skipped = sum(o.skipped for o in result.outcomes)
+    console.print(aggregate_markdown(result.aggregate, max_metrics=15), markup=False)
+    console.print(
+        f"{len(result.outcomes)} runs ({skipped} already finished, reused); "
+        f"aggregate in [bold]{result.out}[/]/aggregate.md"
+    )
+
+
+@app.command()
+@friendly
+def reproduce(
+    preset: PresetOpt = "quick",
+    only: Annotated[
+        list[str] | None, typer.Option(help="Only these systems (repeatable), e.g. drmdp.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/reproduce"),
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    force: Annotated[bool, typer.Option(help="Re-run finished runs too.")] = False,
+    device: DeviceOpt = "auto",
+    strict: Annotated[bool, typer.Option(help="Exit 1 if any claim fails.")] = False,
+) -> None:
+    """Run every experiment's preset; write report.html, report.md and claims.json."""
+    from alignlab.core.report import build_report
+    from alignlab.core.run import RunSpec, execute
+
+    _check_preset(preset)
+    systems = registry.implemented_systems()
+    for s in only or []:
+        if s not in systems:
+            raise AlignlabError(
+                f"Unknown system {s!r}.{did_you_mean(s, systems)} "
+                f"Implemented systems: {', '.join(systems)}."
+            )
+    exps = [e for e in registry.experiments() if not only or e.system in only]
+    dirs = []
+    for exp in exps:
+        console.rule(f"[bold]{exp.name}[/] ({preset})")
+        spec = RunSpec(
+            experiment=exp.name,
+            preset=preset,
+            seed=seed,
+            out=str(out / "runs" / exp.name),
+            resume=True,
+            force=force,
+            device=device,
+        )
+        outcome = execute(spec)
+        note = " (finished earlier, reused)" if outcome.skipped else f" in {outcome.wall_s:.1f} s"
+        console.print(_claims_table(outcome.claims, f"{exp.name}{note}"))
+        dirs.append(outcome.dir)
+    runs, problems = build_report(dirs, out, title=f"alignlab reproduce ({preset} preset)")
+    claims = [c for r in runs for c in r.claims]
+    n_hold = sum(c["holds"] for c in claims)
+    console.print(
+        f"[bold]{n_hold}/{len(claims)} claims hold[/]; report: {out / 'report.html'}, "
+        f"{out / 'report.md'}"
+    )
+    if problems:
+        raise AlignlabError("; ".join(problems))
+    if strict and n_hold < len(claims):
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories.")],
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("report"),
+) -> None:
+    """The reproduce report (HTML + Markdown + claims.json) from existing run directories."""
+    from alignlab.core.report import build_report
+
+    runs, problems = build_report(run_dirs, out)
+    n = sum(len(r.claims) for r in runs)
+    n_hold = sum(c["holds"] for r in runs for c in r.claims)
+    console.print(f"{len(runs)} runs, {n_hold}/{n} claims hold; report: {out / 'report.html'}")
+    if problems:
+        for p in problems:
+            error(p)
+        raise typer.Exit(2)
+
+
+def main() -> None:
+    app(prog_name="alignlab")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

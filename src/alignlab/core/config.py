@@ -1,0 +1,217 @@
+"""Typed configs: plain dataclasses, presets, `--set key=value` overrides with validation.
+
+A config is a (possibly nested) dataclass whose fields carry the paper's names and
+defaults. Overrides use dotted keys for nested fields (`--set model.width=64`); values
+are parsed as YAML and checked against the field's annotation, so a bad value produces
+one error naming the key, the expected type and the value given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, Union
+
+import yaml
+
+from alignlab.core.errors import AlignlabError, did_you_mean
+
+PRESETS = ("smoke", "quick", "paper")
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Resolved annotations of a dataclass type (handles `from __future__ import annotations`)."""
+    return typing.get_type_hints(cls)
+
+
+def valid_keys(cfg: Any, prefix: str = "") -> list[str]:
+    """Every dotted key a `--set` may name, nested dataclasses expanded."""
+    keys = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += valid_keys(value, prefix + f.name + ".")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        inner = type_name(args[0]) if args else "any"
+        return f"a list of {inner}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+_NO = object()
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    """Return `value` converted to `tp`, or _NO if it does not fit."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        return value if value in typing.get_args(tp) else _NO
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            out = _coerce(value, arg)
+            if out is not _NO:
+                return out
+        return _NO
+    if origin in (list, tuple):
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]  # `--set seeds=3` means [3]
+        if not isinstance(value, (list, tuple)):
+            return _NO
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        inner = args[0] if args else Any
+        out = [_coerce(v, inner) for v in value]
+        if any(o is _NO for o in out):
+            return _NO
+        return tuple(out) if origin is tuple else out
+    if tp is type(None):
+        return None if value is None else _NO
+    if tp is bool:
+        return value if isinstance(value, bool) else _NO
+    if tp is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _NO
+    if tp is float:
+        if isinstance(value, bool):
+            return _NO
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                return _NO
+        return _NO
+    if tp is str:
+        return value if isinstance(value, str) else str(value)
+    return value if isinstance(value, tp) else _NO
+
+
+def parse_value(key: str, raw: str, tp: Any) -> Any:
+    """Parse the text of `--set key=raw` as a value of type `tp`."""
+    if tp is str:
+        return raw
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    out = _coerce(value, tp)
+    if out is _NO:
+        raise AlignlabError(f"--set {key}={raw}: expected {type_name(tp)}, got {raw!r}.")
+    return out
+
+
+def split_override(item: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise AlignlabError(f"--set {item!r}: expected key=value.")
+    key, raw = item.split("=", 1)
+    return key.strip(), raw.strip()
+
+
+def apply_overrides(cfg: Any, overrides: dict[str, Any] | list[str] | None) -> Any:
+    """A copy of `cfg` with overrides applied and type-checked.
+
+    `overrides` is either a list of "key=value" strings (from the command line) or a
+    dict of key -> value (already typed, or strings to parse).
+    """
+    if not overrides:
+        return cfg
+    items = overrides.items() if isinstance(overrides, dict) else map(split_override, overrides)
+    for key, raw in items:
+        cfg = _set(cfg, key, raw, key)
+    validate(cfg)
+    return cfg
+
+
+def _set(cfg: Any, key: str, raw: Any, full_key: str) -> Any:
+    head, _, rest = key.partition(".")
+    names = [f.name for f in dataclasses.fields(cfg)]
+    if head not in names:
+        keys = valid_keys(cfg)
+        hint = did_you_mean(full_key, keys)
+        raise AlignlabError(
+            f"Unknown config key {full_key!r}.{hint} Valid keys: {', '.join(keys)}."
+        )
+    current = getattr(cfg, head)
+    if rest:
+        if not dataclasses.is_dataclass(current):
+            raise AlignlabError(f"Config key {head!r} has no sub-keys (in {full_key!r}).")
+        return dataclasses.replace(cfg, **{head: _set(current, rest, raw, full_key)})
+    if dataclasses.is_dataclass(current):
+        raise AlignlabError(
+            f"Config key {full_key!r} is a group; set one of: "
+            + ", ".join(full_key + "." + k for k in valid_keys(current))
+        )
+    tp = field_types(type(cfg))[head]
+    value = parse_value(full_key, raw, tp) if isinstance(raw, str) else _checked(full_key, raw, tp)
+    return dataclasses.replace(cfg, **{head: value})
+
+
+def _checked(key: str, value: Any, tp: Any) -> Any:
+    out = _coerce(value, tp)
+    if out is _NO:
+        raise AlignlabError(f"Config {key}: expected {type_name(tp)}, got {value!r}.")
+    return out
+
+
+def validate(cfg: Any) -> None:
+    """Run a config's own `validate()` if it has one (range checks etc.), nested first."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            validate(value)
+    check = getattr(cfg, "validate", None)
+    if callable(check):
+        try:
+            check()
+        except ValueError as e:
+            raise AlignlabError(f"Invalid config: {e}") from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain dict (tuples as lists) for YAML/JSON."""
+    return _plain(dataclasses.asdict(cfg))
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a config from `to_dict` output, type-checking every field."""
+    hints = field_types(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = from_dict(tp, data[f.name])
+        else:
+            kwargs[f.name] = _checked(f.name, data[f.name], tp)
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise AlignlabError(f"Unknown config keys {sorted(unknown)} for {cls.__name__}.")
+    return cls(**kwargs)
+
+
+def dump_yaml(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,16 @@
+"""The one error type the command line turns into a clear message and a non-zero exit."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class AlignlabError(Exception):
+    """A user-facing error: bad input, a malformed file, a missing optional dependency."""
+
+
+def did_you_mean(word: str, options: Iterable[str], n: int = 3) -> str:
+    """' Did you mean: a, b?' for the closest options, or '' when nothing is close."""
+    close = difflib.get_close_matches(word, list(options), n=n, cutoff=0.5)
+    return f" Did you mean: {', '.join(close)}?" if close else ""

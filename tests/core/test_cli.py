@@ -1,0 +1,98 @@
+import json
+
+from typer.testing import CliRunner
+
+from alignlab.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, list(args))
+
+
+def test_unknown_experiment_suggests_closest(tmp_path, toy):
+    r = invoke("run", "toy.regresion", "--out", str(tmp_path / "r"))
+    assert r.exit_code == 2
+    assert "Unknown experiment 'toy.regresion'" in r.output
+    assert "Did you mean: toy.regression" in r.output
+
+
+def test_unknown_set_key_lists_valid_keys(tmp_path, toy):
+    r = invoke("run", "toy.regression", "--set", "learning_rate=1", "--out", str(tmp_path / "r"))
+    assert r.exit_code == 2
+    assert "Unknown config key 'learning_rate'" in r.output
+    assert "lr" in r.output and "checkpoint_every" in r.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_wrong_type_names_expected_type(tmp_path, toy):
+    r = invoke("run", "toy.regression", "--set", "steps=many", "--out", str(tmp_path / "r"))
+    assert r.exit_code == 2 and "expected int" in r.output
+
+
+def test_bad_preset_and_device(tmp_path, toy):
+    r = invoke("run", "toy.regression", "--preset", "huge", "--out", str(tmp_path / "r"))
+    assert r.exit_code == 2 and "Valid presets: smoke, quick, paper" in r.output
+    r = invoke("run", "toy.regression", "--device", "tpu", "--out", str(tmp_path / "r"))
+    assert r.exit_code == 2 and "Valid devices" in r.output
+
+
+def test_run_then_report(tmp_path, toy):
+    r = invoke("run", "toy.regression", "--preset", "smoke", "--out", str(tmp_path / "r"))
+    assert r.exit_code == 0, r.output
+    assert "converges" in r.output
+    r2 = invoke("run", "toy.regression", "--preset", "smoke", "--out", str(tmp_path / "r"))
+    assert r2.exit_code == 0 and "already finished" in r2.output
+    rep = invoke("report", str(tmp_path / "r"), "--out", str(tmp_path / "rep"))
+    assert rep.exit_code == 0, rep.output
+    claims = json.loads((tmp_path / "rep" / "claims.json").read_text())
+    assert claims[0]["system"] == "toy" and claims[0]["experiment"] == "toy.regression"
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "SGD drives the loss below 0.01" in html
+    assert "converges" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_report_names_corrupt_and_partial_runs(tmp_path, toy):
+    invoke("run", "toy.regression", "--preset", "smoke", "--out", str(tmp_path / "good"))
+    invoke("run", "toy.regression", "--preset", "smoke", "--out", str(tmp_path / "bad"))
+    (tmp_path / "bad" / "results.json").write_text('{"truncated": ')
+    (tmp_path / "empty").mkdir()
+    r = invoke(
+        "report",
+        str(tmp_path / "good"),
+        str(tmp_path / "bad"),
+        str(tmp_path / "empty"),
+        str(tmp_path / "nowhere"),
+        "--out",
+        str(tmp_path / "rep"),
+    )
+    assert r.exit_code == 2
+    assert "bad: corrupt run" in r.output
+    assert "empty: not an alignlab run directory" in r.output
+    assert "no such run directory" in r.output
+    # the good run is still reported
+    assert len(json.loads((tmp_path / "rep" / "claims.json").read_text())) == 1
+
+
+def test_list_shows_experiments(toy):
+    r = invoke("list")
+    assert r.exit_code == 0 and "toy.regression" in r.output
+
+
+def test_sweep_cli_local(tmp_path, toy):
+    r = invoke(
+        "sweep",
+        "toy.regression",
+        "--seeds",
+        "0-1",
+        "--preset",
+        "smoke",
+        "--workers",
+        "1",
+        "--out",
+        str(tmp_path / "sw"),
+    )
+    assert r.exit_code == 0, r.output
+    assert "final_loss" in r.output
+    assert (tmp_path / "sw" / "aggregate.json").exists()

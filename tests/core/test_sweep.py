@@ -1,0 +1,89 @@
+import json
+import math
+
+import pytest
+
+from alignlab.core.errors import AlignlabError
+from alignlab.core.run import run_status
+from alignlab.core.sweep import expand_grid, mean_ci95, parse_seeds, split_top_level, sweep
+
+
+def test_parse_seeds_and_grid():
+    assert parse_seeds("0-4") == [0, 1, 2, 3, 4]
+    assert parse_seeds("3,1,1") == [1, 3]
+    with pytest.raises(AlignlabError, match="expected a range"):
+        parse_seeds("a-b")
+    assert split_top_level("1,[2,3],'a,b'") == ["1", "[2,3]", "'a,b'"]
+    assert expand_grid(["lr=0.1,0.2", "dim=2"]) == [("lr=0.1", "dim=2"), ("lr=0.2", "dim=2")]
+    assert expand_grid([]) == [()]
+
+
+def test_mean_ci95_matches_t_interval():
+    m, h = mean_ci95([1.0, 2.0, 3.0, 4.0])
+    # t_{0.975,3} = 3.182446; sd = 1.290994; n = 4
+    assert m == 2.5 and h == pytest.approx(3.182446 * 1.290994 / 2, rel=1e-5)
+    assert math.isnan(mean_ci95([1.0])[1])
+
+
+def test_local_sweep_aggregates_and_resumes_only_missing(tmp_path, toy):
+    out = tmp_path / "sw"
+    res = sweep(
+        "toy.regression",
+        [0, 1, 2],
+        ["lr=0.1,0.05"],
+        preset="smoke",
+        out=out,
+        workers=2,
+        show_progress=False,
+    )
+    assert len(res.outcomes) == 6 and not any(o.skipped for o in res.outcomes)
+    agg = json.loads((out / "aggregate.json").read_text())
+    cell = agg["cells"][0]
+    assert cell["overrides"] == ["lr=0.1"] and cell["seeds"] == [0, 1, 2]
+    vals = cell["metrics"]["final_loss"]["values"]
+    assert cell["metrics"]["final_loss"]["mean"] == pytest.approx(sum(vals) / 3)
+    assert len(cell["curves"]["loss_curve"]["mean"]) == 20
+    assert (out / "aggregate.md").exists() and (out / "plots" / "loss_curve.png").exists()
+
+    # a killed sweep: one run never finished (status running), one run never started
+    killed = out / "lr=0.05" / "seed1"
+    meta = json.loads((killed / "run.json").read_text())
+    (killed / "run.json").write_text(json.dumps({**meta, "status": "running"}))
+    (killed / "results.json").unlink()
+    (killed / "claims.json").unlink()
+    import shutil
+
+    shutil.rmtree(out / "lr=0.05" / "seed2")
+    assert run_status(killed) == "running"
+    again = sweep(
+        "toy.regression",
+        [0, 1, 2],
+        ["lr=0.1,0.05"],
+        preset="smoke",
+        out=out,
+        workers=2,
+        show_progress=False,
+    )
+    reran = [str(o.dir) for o in again.outcomes if not o.skipped]
+    assert sorted(reran) == sorted(
+        [str(killed.resolve()), str((out / "lr=0.05" / "seed2").resolve())]
+    )
+    # the re-run reproduces the original numbers
+    assert again.aggregate["cells"][1]["metrics"]["final_loss"]["values"] == pytest.approx(
+        res.aggregate["cells"][1]["metrics"]["final_loss"]["values"]
+    )
+
+
+def test_sweep_validates_every_cell_before_running(tmp_path, toy):
+    with pytest.raises(AlignlabError, match="expected float"):
+        sweep(
+            "toy.regression",
+            [0],
+            ["lr=0.1,fast"],
+            preset="smoke",
+            out=tmp_path / "s",
+            show_progress=False,
+        )
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(AlignlabError, match="Valid backends: local, ray"):
+        sweep("toy.regression", [0], [], backend="slurm", out=tmp_path / "s", show_progress=False)
