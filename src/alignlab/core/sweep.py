@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -161,6 +162,10 @@ def run_ray(
             kw["address"] = address
         else:
             kw["num_cpus"] = workers  # a local Ray started in-process
+            # its workers see the driver's import path, so experiments registered in the
+            # user's own modules (not only alignlab's) can run there too
+            path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+            kw["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
         ray.init(**kw)
     try:
         remote = ray.remote(num_cpus=1)(_execute_in_worker)
