@@ -87,3 +87,38 @@ def test_sweep_validates_every_cell_before_running(tmp_path, toy):
     assert not (tmp_path / "s").exists()
     with pytest.raises(AlignlabError, match="Valid backends: local, ray"):
         sweep("toy.regression", [0], [], backend="slurm", out=tmp_path / "s", show_progress=False)
+
+
+def test_really_killed_sweep_completes_only_missing_runs(tmp_path, toy):
+    """SIGKILL a sweep process mid-way; the re-run reuses every run that had finished."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "killed"
+    args = dict(seeds=[0, 1, 2, 3, 4, 5], sets=["sleep_s=0.05"], preset="smoke")
+    code = (
+        "import toy_experiment\n"
+        "from alignlab.core.sweep import sweep\n"
+        f"sweep('toy.regression', {args['seeds']}, {args['sets']}, preset='smoke', "
+        f"out={str(out)!r}, workers=1, show_progress=False)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(toy.__file__).parent), *sys.path])}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:  # each run takes ~1 s; kill after two have finished
+        if sum(run_status(d) == "complete" for d in out.glob("*/seed*")) >= 2:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    statuses = {d.name: run_status(d) for d in out.glob("*/seed*")}
+    finished = sorted(k for k, v in statuses.items() if v == "complete")
+    assert 2 <= len(finished) < 6, statuses
+    res = sweep("toy.regression", show_progress=False, out=out, workers=1, **args)
+    reused = sorted(o.dir.name for o in res.outcomes if o.skipped)
+    assert reused == finished
+    assert all(run_status(o.dir) == "complete" for o in res.outcomes)

@@ -6,6 +6,7 @@ tests can check that a resumed run ends exactly where an uninterrupted one does.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,7 @@ class ToyConfig:
     dim: int = 3
     batch: int = 8
     checkpoint_every: int = 10
+    sleep_s: float = 0.0  # per step, to make runs slow enough to kill mid-sweep
     label: str = "toy"
 
     def validate(self):
@@ -47,6 +49,7 @@ def run_toy(ctx) -> dict:
     for step in ctx.track(range(start, cfg.steps), total=cfg.steps - start, description="toy"):
         if step == CRASH_AT:
             raise Crash(f"crash at step {step}")
+        time.sleep(cfg.sleep_s)
         x = torch.randn(cfg.batch, cfg.dim)
         noise = torch.from_numpy(ctx.rng.normal(size=cfg.batch)).float() * 0.01
         y = x @ w_true + noise

@@ -362,8 +362,15 @@ def plot_aggregate(out: Path, agg: dict[str, Any], max_plots: int = 12) -> None:
 
     (out / "plots").mkdir(exist_ok=True)
     curves = agg["cells"][0]["curves"]
+
+    def informative(key: str) -> bool:
+        """Worth a plot: it varies across seeds, or there is only one seed to show."""
+        ci = [h for cell in agg["cells"] for h in cell["curves"].get(key, {}).get("ci95", [])]
+        return all(math.isnan(h) for h in ci) or any(h > 0 for h in ci if not math.isnan(h))
+
     # a curve "k.y" is drawn against its sibling "k.x" when the results give one
-    keys = [k for k in curves if not (k.endswith(".x") and k[:-2] + ".y" in curves)][:max_plots]
+    keys = [k for k in curves if not (k.endswith(".x") and k[:-2] + ".y" in curves)]
+    keys = [k for k in keys if informative(k)][:max_plots]
     for key in keys:
         fig, ax = plt.subplots()
         for cell in agg["cells"]:
