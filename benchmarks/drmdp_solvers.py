@@ -1,0 +1,195 @@
+"""DR-MDP solvers side by side: dynamic programming against exact enumeration, and DP scaling.
+
+(a) On models where both run (the paper's five examples and random small stochastic models),
+    DP and enumeration must give the same optimal values, and DP's greedy policy must lie in the
+    exact optimal set; the table shows how much faster DP is.
+(b) The DP real-time solve time as |S|·|Θ|·H grows (|A| = 10, 4 successors per (s, θ, a)), as a
+    log-log plot, and the headline |S| = 1000, |Θ| = 20, |A| = 10, H = 100 (must be < 2 s).
+
+Usage: python benchmarks/drmdp_solvers.py [--quick]
+Writes docs/img/drmdp_dp_scaling.png and docs/img/drmdp_benchmark.json. Single thread.
+"""
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_var] = "1"  # one core: the timings are per thread, before numpy starts its pools
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import pathlib  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from alignlab.drmdp import dp  # noqa: E402
+from alignlab.drmdp.exact import ExactSolver  # noqa: E402
+from alignlab.drmdp.examples import EXAMPLES  # noqa: E402
+from alignlab.drmdp.model import random_drmdp  # noqa: E402
+
+OUT = pathlib.Path(__file__).resolve().parents[1] / "docs" / "img"
+HEADLINE = dict(n_states=1000, n_thetas=20, n_actions=10, horizon=100)
+
+
+def objectives_of(model):
+    out = [("real_time", None), ("initial", None), ("natural_shifts", None), ("myopic", None)]
+    out += [("privileged", th) for th in model.thetas]
+    return out + ([("final", None)] if model.is_deterministic else [])
+
+
+def compare(name, model, repeats):
+    """Solve every DP objective both ways; assert agreement; return the timings."""
+    t0 = time.perf_counter()
+    solver = ExactSolver(model)
+    exact = {key: solver.solve(*key) for key in objectives_of(model)}
+    exact_s = time.perf_counter() - t0
+    dp_s = np.inf
+    for _ in range(repeats):  # best of `repeats`: DP runs in microseconds here
+        t0 = time.perf_counter()
+        solved = {key: dp.solve_dp(model, *key, keep_q=False) for key in objectives_of(model)}
+        dp_s = min(dp_s, time.perf_counter() - t0)
+    for key, sol in solved.items():
+        ref = exact[key]
+        assert tuple(int(sol.policy[t, s, th]) for t, s, th in ref.points) in ref.policies, (
+            name,
+            key,
+        )
+        if key[0] != "myopic":
+            assert abs(sol.value - float(ref.optimal_value)) < 1e-9, (name, key)
+    return {
+        "model": name,
+        "sizes": [model.n_states, model.n_thetas, model.n_actions, model.horizon],
+        "stochastic": not model.is_deterministic,
+        "n_policies": solver.n_policies,
+        "n_objectives": len(exact),
+        "exact_s": exact_s,
+        "dp_s": dp_s,
+        "speedup": exact_s / dp_s,
+    }
+
+
+def time_real_time(rng, n_states, n_thetas, n_actions, horizon, repeats, keep_q=True):
+    model = random_drmdp(rng, n_states, n_thetas, n_actions, horizon, branching=4)
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        dp.solve_dp(model, "real_time", keep_q=keep_q)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main(quick: bool) -> dict:
+    rng = np.random.default_rng(0)
+    repeats = 2 if quick else 3
+
+    # (a) DP against enumeration
+    models = [(name, fn()) for name, fn in EXAMPLES.items()]
+    random_sizes = [(2, 2, 2, 2), (2, 2, 2, 3), (3, 2, 2, 3)] + (
+        [] if quick else [(2, 2, 2, 4), (2, 2, 3, 3)]
+    )
+    models += [
+        (f"random {s}x{t}x{a} H={h}", random_drmdp(rng, s, t, a, h, branching=2, exact=True))
+        for s, t, a, h in random_sizes
+    ]
+    rows = [compare(name, model, repeats=20) for name, model in models]
+    print("\n(a) DP vs exact enumeration (same optimal values; DP policy in the exact optimal set)")
+    print(
+        f"{'model':26s} {'|S|,|Θ|,|A|,H':>14s} {'policies':>9s} {'exact s':>9s} {'DP s':>9s} {'speedup':>8s}"
+    )
+    for r in rows:
+        print(
+            f"{r['model']:26s} {','.join(map(str, r['sizes'])):>14s} {r['n_policies']:9d} {r['exact_s']:9.4f} {r['dp_s']:9.5f} {r['speedup']:7.0f}x"
+        )
+
+    # (b) DP scaling
+    grid = [(50, 5, 10), (100, 10, 20), (250, 10, 40), (500, 20, 50), (1000, 20, 100)]
+    grid += [] if quick else [(2000, 20, 100), (2000, 20, 200)]
+    scaling = []
+    for n_states, n_thetas, horizon in grid:
+        seconds = time_real_time(rng, n_states, n_thetas, 10, horizon, repeats)
+        scaling.append(
+            {
+                "n_states": n_states,
+                "n_thetas": n_thetas,
+                "n_actions": 10,
+                "horizon": horizon,
+                "size": n_states * n_thetas * horizon,
+                "seconds": seconds,
+            }
+        )
+    sizes = np.array([s["size"] for s in scaling], float)
+    secs = np.array([s["seconds"] for s in scaling])
+    slope = float(
+        np.polyfit(np.log(sizes[1:]), np.log(secs[1:]), 1)[0]
+    )  # skip the overhead-bound smallest
+    print("\n(b) DP real-time solve time (|A| = 10, 4 successors per (s, θ, a), Q-values kept)")
+    for s in scaling:
+        print(
+            f"|S|={s['n_states']:5d} |Θ|={s['n_thetas']:3d} H={s['horizon']:4d}  |S||Θ|H={s['size']:>9,d}  {s['seconds']:.3f} s"
+        )
+    print(f"log-log slope: {slope:.2f}")
+
+    headline = time_real_time(np.random.default_rng(1), **HEADLINE, repeats=repeats)
+    headline_no_q = time_real_time(
+        np.random.default_rng(1), **HEADLINE, repeats=repeats, keep_q=False
+    )
+    print(
+        f"\nheadline |S|=1000 |Θ|=20 |A|=10 H=100: {headline:.3f} s (Q kept), {headline_no_q:.3f} s (no Q); target < 2 s"
+    )
+    assert headline < 2.0, f"real-time DP took {headline:.2f} s (> 2 s)"
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.loglog(sizes, secs, "o-", label=f"DP real time (slope {slope:.2f})")
+    ax.loglog(sizes, secs[-1] * sizes / sizes[-1], ":", color="grey", label="linear")
+    ax.scatter(
+        [HEADLINE["n_states"] * HEADLINE["n_thetas"] * HEADLINE["horizon"]],
+        [headline],
+        marker="*",
+        s=150,
+        color="C3",
+        zorder=3,
+        label=f"|S|=1000, |Θ|=20, H=100: {headline:.2f} s",
+    )
+    ax.axhline(2.0, color="C3", lw=0.8, ls="--", label="2 s target")
+    ax.set(
+        xlabel="|S|·|Θ|·H", ylabel="seconds (1 thread)", title="DR-MDP backward induction, |A| = 10"
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    OUT.mkdir(parents=True, exist_ok=True)
+    fig.savefig(OUT / "drmdp_dp_scaling.png", dpi=120)
+    result = {
+        "quick": quick,
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "threads": 1,
+        },
+        "dp_vs_exact": rows,
+        "dp_scaling": scaling,
+        "log_log_slope": slope,
+        "headline": {
+            **HEADLINE,
+            "branching": 4,
+            "seconds": headline,
+            "seconds_without_q": headline_no_q,
+            "target_seconds": 2.0,
+        },
+    }
+    (OUT / "drmdp_benchmark.json").write_text(json.dumps(result, indent=2))
+    print(f"wrote {OUT / 'drmdp_dp_scaling.png'} and {OUT / 'drmdp_benchmark.json'}")
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller grids, fewer repeats")
+    main(parser.parse_args().quick)

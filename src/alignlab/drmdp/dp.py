@@ -1,0 +1,399 @@
+"""Dynamic programming on the augmented state x = (s, theta), vectorised over states with numpy.
+
+Backward induction Q_t(x, a) = r_t(x, a) + sum_x' T(x' | x, a) V_{t+1}(x') over the sparse
+successor lists of the model, one numpy pass per t. Which objectives this solves exactly:
+
+- real_time, privileged[theta*], natural_shifts, myopic: always (rewards are Markov in (x, t)).
+- initial: when theta_0 is deterministic (then it is privileged[theta_0]); an (s, theta, t)-policy
+  cannot see theta_0, so a random theta_0 is not a Markov problem.
+- final: when transitions and the start are deterministic: one solve per final theta_f with the
+  constraint theta_H = theta_f, then the best theta_f (the sum_t R_{theta_H} couples past rewards
+  to the future otherwise).
+- constrained_real_time and pareto_ud are not DP objectives; see `influence_incentive` for the
+  exact constrained value when pi_noop's theta-path is deterministic, and recommender.py.
+
+Greedy policies break ties (within `tol`) toward the no-op, then toward the lowest action index.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .model import DRMDP
+
+DP_OBJECTIVES = ("real_time", "privileged", "initial", "natural_shifts", "myopic", "final")
+_INFEASIBLE = -1e30  # value of a state from which a constraint cannot be met
+
+
+@dataclasses.dataclass(frozen=True)
+class DPSolution:
+    """Optimal value from the initial distribution, a greedy policy (H, |S|, |Theta|), the
+    value table V_0 (|S|, |Theta|) and, if kept, Q-values (H, |S|, |Theta|, |A|)."""
+
+    objective: str
+    value: float
+    policy: np.ndarray
+    values: np.ndarray
+    q: np.ndarray | None
+
+
+# --- rewards as (x, a) tables -----------------------------------------------------------------
+def _row_state_action(model: DRMDP) -> tuple[np.ndarray, np.ndarray]:
+    """s and a of every transition row r = x * |A| + a, as (|S||Theta||A|, 1) columns."""
+    s_row = np.repeat(model.state_of, model.n_actions)[:, None]
+    a_row = np.tile(np.arange(model.n_actions), model.n_aug)[:, None]
+    return s_row, a_row
+
+
+def expected_rewards(model: DRMDP, theta_score: np.ndarray | None = None) -> np.ndarray:
+    """rbar[i, x, a] = sum_x' T(x' | x, a) R_{theta_i}(s, a, s') for theta_i in theta_score
+    (all thetas by default): the expected one-step reward of (x, a) scored by theta_i."""
+    theta_score = np.arange(model.n_thetas) if theta_score is None else np.asarray(theta_score)
+    if model.reward.ndim == 3:  # R_theta(s, a): no dependence on s'
+        return model.reward[theta_score][:, model.state_of, :]
+    s_row, a_row = _row_state_action(model)
+    s_next = model.state_of[model.successors]
+    out = [
+        np.einsum("rk,rk->r", model.probs, model.reward[th][s_row, a_row, s_next])
+        for th in theta_score
+    ]
+    return np.stack(out).reshape(len(theta_score), model.n_aug, model.n_actions)
+
+
+def real_time_rewards(model: DRMDP) -> np.ndarray:
+    """r(x, a) = E[R_{theta(x)}(s, a, s')]: each step scored by the current theta."""
+    if model.reward.ndim == 3:
+        return model.reward[model.theta_of, model.state_of, :]
+    s_row, a_row = _row_state_action(model)
+    th_row = np.repeat(model.theta_of, model.n_actions)[:, None]
+    r_next = model.reward[th_row, s_row, a_row, model.state_of[model.successors]]
+    return np.einsum("rk,rk->r", model.probs, r_next).reshape(model.n_aug, model.n_actions)
+
+
+def natural_theta_marginals(model: DRMDP) -> np.ndarray:
+    """(H + 1, |Theta|): P(theta_t = theta | pi_noop), the forward pass of inaction."""
+    d = state_marginals(model, noop_policy(model))
+    return d.sum(axis=1)
+
+
+# --- backward induction -------------------------------------------------------------------------
+def backward_induction(
+    model: DRMDP,
+    rewards,
+    terminal: np.ndarray | None = None,
+    allowed: np.ndarray | None = None,
+    keep_q: bool = True,
+    tol: float = 1e-9,
+    on_path=None,
+):
+    """Q_t = r_t + P V_{t+1}, V_t = max_a Q_t, for t = H-1..0.
+
+    rewards: (X, A) array or a callable t -> (X, A) array. terminal: V_H (X,), zero by default.
+    allowed: optional bool mask (H, X, A) or (X, A) of permitted actions. on_path: optional
+    callable t -> bool mask (X,) of states allowed at time t (others get an infeasible value).
+    Returns (V_0, policy (H, X), Q (H, X, A) or None).
+    """
+    H, X, A = model.horizon, model.n_aug, model.n_actions
+    v = np.zeros(X) if terminal is None else np.asarray(terminal, np.float64)
+    if on_path is not None:
+        v = np.where(on_path(H), v, _INFEASIBLE)
+    policy = np.empty((H, X), dtype=np.int64)
+    q_all = np.empty((H, X, A)) if keep_q else None
+    noop = model.noop_index
+    for t in reversed(range(H)):
+        r = rewards(t) if callable(rewards) else rewards
+        q = r + _expect(model, v).reshape(X, A)
+        if allowed is not None:
+            q = np.where(_mask_at(allowed, t), q, _INFEASIBLE)
+        policy[t] = _greedy(q, noop, tol)
+        v = np.maximum(q.max(axis=1), _INFEASIBLE)  # keep infeasibility from compounding to -inf
+        if on_path is not None:
+            v = np.where(on_path(t), v, _INFEASIBLE)
+        if keep_q:
+            q_all[t] = q
+    return v, policy, q_all
+
+
+def _expect(model: DRMDP, v: np.ndarray) -> np.ndarray:
+    """sum_x' T(x' | x, a) v(x') for every transition row (x, a): the sparse matrix-vector step."""
+    return np.einsum("rk,rk->r", model.probs, v[model.successors])
+
+
+def _mask_at(allowed: np.ndarray, t: int) -> np.ndarray:
+    """The (X, A) action mask at time t of a mask given per time (H, X, A) or for all times."""
+    return allowed[t] if allowed.ndim == 3 else allowed
+
+
+def _near_best(q: np.ndarray, tol: float) -> np.ndarray:
+    """Actions within tol * (1 + |max|) of the best, per row."""
+    best = q.max(axis=1, keepdims=True)
+    return q >= best - tol * (1.0 + np.abs(best))
+
+
+def _greedy(q: np.ndarray, noop: int, tol: float) -> np.ndarray:
+    """argmax_a q[x, a] per row; near-ties go to the no-op, then to the lowest index."""
+    near_best = _near_best(q, tol)
+    return np.where(near_best[:, noop], noop, near_best.argmax(axis=1))
+
+
+def solve_dp(
+    model: DRMDP,
+    objective: str = "real_time",
+    theta_star: str | None = None,
+    keep_q: bool = True,
+    allowed: np.ndarray | None = None,
+    tol: float = 1e-9,
+) -> DPSolution:
+    """Optimal value and greedy policy of a DP-tractable objective (see the module docstring).
+
+    allowed: optional bool mask (H, |S||Theta|, |A|) restricting actions (e.g. to those that
+    cannot influence theta, as constrained_real_time does in recommender.py).
+    """
+    H, X, A = model.horizon, model.n_aug, model.n_actions
+    d0 = model.initial.reshape(X)
+    if objective == "final":
+        return _solve_final(model, keep_q, allowed, tol)
+    rewards = _objective_rewards(model, objective, theta_star)
+    if objective == "myopic":  # horizon 1 at every t: greedy in the immediate reward
+        policy = np.empty((H, X), dtype=np.int64)
+        q_all = np.empty((H, X, A)) if keep_q else None
+        for t in range(H):
+            q = rewards if allowed is None else np.where(_mask_at(allowed, t), rewards, _INFEASIBLE)
+            policy[t] = _greedy(q, model.noop_index, tol)
+            if keep_q:
+                q_all[t] = q
+        policy = policy.reshape(H, model.n_states, model.n_thetas)
+        return DPSolution(
+            objective,
+            evaluate_policy(model, policy, "real_time"),  # myopic's value: its real-time return
+            policy,
+            rewards.max(axis=1).reshape(model.n_states, model.n_thetas),
+            None if q_all is None else q_all.reshape(H, model.n_states, model.n_thetas, A),
+        )
+    v0, policy, q = backward_induction(model, rewards, allowed=allowed, keep_q=keep_q, tol=tol)
+    return DPSolution(
+        objective,
+        float(d0 @ v0),
+        policy.reshape(H, model.n_states, model.n_thetas),
+        v0.reshape(model.n_states, model.n_thetas),
+        None if q is None else q.reshape(H, model.n_states, model.n_thetas, A),
+    )
+
+
+def _objective_rewards(model: DRMDP, objective: str, theta_star: str | None):
+    """The per-step reward table (or t -> table) of a Markov objective."""
+    if objective in ("real_time", "myopic"):
+        return real_time_rewards(model)
+    if objective == "privileged":
+        if theta_star not in model.thetas:
+            raise ValueError(
+                f"privileged needs theta_star, one of {list(model.thetas)}; got {theta_star!r}"
+            )
+        return expected_rewards(model, [model.thetas.index(theta_star)])[0]
+    if objective == "initial":
+        thetas0 = np.nonzero(model.initial.sum(axis=0))[0]
+        if len(thetas0) != 1:
+            raise ValueError(
+                "initial reward is not a Markov objective when theta_0 is random "
+                f"({[model.thetas[i] for i in thetas0]}); "
+                "solve per theta_0 with model.with_initial(theta=...)"
+            )
+        return expected_rewards(model, thetas0)[0]  # = privileged[theta_0]
+    if objective == "natural_shifts":
+        rbar = expected_rewards(model)
+        weights = natural_theta_marginals(model)  # (H + 1, Theta)
+        return lambda t: np.tensordot(weights[t], rbar, axes=1)
+    raise ValueError(
+        f"objective {objective!r} is not solved by DP; DP objectives: {list(DP_OBJECTIVES)} "
+        "(constrained_real_time, pareto_ud: use exact.solve_exact)"
+    )
+
+
+def _solve_final(model: DRMDP, keep_q: bool, allowed, tol: float) -> DPSolution:
+    """max over theta_f of [max sum_t R_{theta_f} subject to theta_H = theta_f]; exact when the
+    path is deterministic, because then a policy's return is that of a single trajectory."""
+    if not model.is_deterministic or np.count_nonzero(model.initial) != 1:
+        raise ValueError(
+            "final reward is solved exactly by DP only for deterministic transitions and a single "
+            "(s0, theta0); use exact.solve_exact (or evaluate_policy for a given policy)"
+        )
+    X = model.n_aug
+    d0 = model.initial.reshape(X)
+    rbar = expected_rewards(model)
+    best = None
+    for f in range(model.n_thetas):
+        terminal = np.where(model.theta_of == f, 0.0, _INFEASIBLE)
+        v0, policy, q = backward_induction(model, rbar[f], terminal, allowed, keep_q, tol)
+        value = float(d0 @ v0)
+        if best is None or value > best[0] + tol * (1 + abs(best[0])):
+            best = (value, policy, v0, q)
+    value, policy, v0, q = best
+    H, S, T, A = model.horizon, model.n_states, model.n_thetas, model.n_actions
+    return DPSolution(
+        "final",
+        value,
+        policy.reshape(H, S, T),
+        v0.reshape(S, T),
+        None if q is None else q.reshape(H, S, T, A),
+    )
+
+
+# --- evaluating a given policy --------------------------------------------------------------------
+def noop_policy(model: DRMDP) -> np.ndarray:
+    return np.full(
+        (model.horizon, model.n_states, model.n_thetas), model.noop_index, dtype=np.int64
+    )
+
+
+def state_marginals(
+    model: DRMDP, policy: np.ndarray, initial: np.ndarray | None = None
+) -> np.ndarray:
+    """(H + 1, |S|, |Theta|): P(s_t, theta_t | pi), the forward pass."""
+    X, A = model.n_aug, model.n_actions
+    pol = np.asarray(policy).reshape(model.horizon, X)
+    d = np.empty((model.horizon + 1, X))
+    d[0] = model.initial.reshape(X) if initial is None else initial.reshape(X)
+    for t in range(model.horizon):
+        rows = np.arange(X) * A + pol[t]
+        mass = d[t][:, None] * model.probs[rows]
+        d[t + 1] = np.bincount(model.successors[rows].ravel(), weights=mass.ravel(), minlength=X)
+    return d.reshape(model.horizon + 1, model.n_states, model.n_thetas)
+
+
+def per_step_rewards(model: DRMDP, policy: np.ndarray, rewards) -> np.ndarray:
+    """(H,): E[r_t(x_t, pi(x_t))] for a reward table (X, A) or callable t -> table."""
+    X = model.n_aug
+    d = state_marginals(model, policy).reshape(-1, X)
+    pol = np.asarray(policy).reshape(model.horizon, X)
+    out = np.empty(model.horizon)
+    for t in range(model.horizon):
+        r = rewards(t) if callable(rewards) else rewards
+        out[t] = d[t] @ r[np.arange(X), pol[t]]
+    return out
+
+
+def evaluate_policy(
+    model: DRMDP, policy: np.ndarray, objective: str = "real_time", theta_star: str | None = None
+):
+    """The value (float) of a deterministic (H, |S|, |Theta|) policy under any objective.
+
+    myopic and constrained_real_time return the real-time return (whether the policy meets the
+    constraint is `objectives.influences`); pareto_ud returns the vector (EU_theta)_theta.
+    """
+    policy = np.asarray(policy)
+    if objective in ("real_time", "myopic", "constrained_real_time"):
+        return float(per_step_rewards(model, policy, real_time_rewards(model)).sum())
+    if objective == "privileged":
+        return float(
+            per_step_rewards(
+                model, policy, _objective_rewards(model, "privileged", theta_star)
+            ).sum()
+        )
+    if objective == "natural_shifts":
+        return float(
+            per_step_rewards(model, policy, _objective_rewards(model, "natural_shifts", None)).sum()
+        )
+    if objective == "pareto_ud":
+        rbar = expected_rewards(model)
+        return np.array(
+            [per_step_rewards(model, policy, rbar[th]).sum() for th in range(model.n_thetas)]
+        )
+    if objective == "initial":  # condition on theta_0, score by R_{theta_0}
+        rbar, total = expected_rewards(model), 0.0
+        for th0 in np.nonzero(model.initial.sum(axis=0))[0]:
+            start = np.zeros_like(model.initial)
+            start[:, th0] = model.initial[:, th0]
+            d = state_marginals(model, policy, start).reshape(model.horizon + 1, -1)
+            pol = policy.reshape(model.horizon, -1)
+            total += sum(
+                d[t] @ rbar[th0][np.arange(model.n_aug), pol[t]] for t in range(model.horizon)
+            )
+        return float(total)
+    if objective == "final":
+        return _evaluate_final(model, policy)
+    raise ValueError(f"unknown objective {objective!r}")
+
+
+def _evaluate_final(model: DRMDP, policy: np.ndarray) -> float:
+    """E sum_t R_{theta_H}(x_t, a_t, x_{t+1}) by a backward pass over (x, theta_f):
+    P_t(x, f) = P(theta_H = f | x_t = x) and
+    G_t(x, f) = E[sum_{u>=t} R_f(x_u, a_u, x_{u+1}) 1{theta_H = f} | x_t = x]."""
+    X, A, T = model.n_aug, model.n_actions, model.n_thetas
+    pol = policy.reshape(model.horizon, X)
+    p_final = (model.theta_of[:, None] == np.arange(T)[None, :]).astype(np.float64)
+    g = np.zeros((X, T))
+    # R_f(s, a, s') at every successor, for every f: (T, X*A, k)
+    s_row, a_row = _row_state_action(model)
+    if model.reward.ndim == 3:
+        r_succ = np.broadcast_to(model.reward[:, s_row, a_row], (T,) + model.successors.shape)
+    else:
+        r_succ = model.reward[:, s_row, a_row, model.state_of[model.successors]]
+    for t in reversed(range(model.horizon)):
+        rows = np.arange(X) * A + pol[t]
+        succ, prob = model.successors[rows], model.probs[rows]  # (X, k)
+        p_next, g_next = p_final[succ], g[succ]  # (X, k, T)
+        r = np.moveaxis(r_succ[:, rows, :], 0, -1)  # (X, k, T)
+        g = (prob[:, :, None] * (r * p_next + g_next)).sum(axis=1)
+        p_final = (prob[:, :, None] * p_next).sum(axis=1)
+    return float(model.initial.reshape(X) @ g.sum(axis=1))
+
+
+# --- influence incentives (Definition 7) via constrained DP ---------------------------------------
+def noop_theta_path(model: DRMDP, include_theta_H: bool = False) -> np.ndarray | None:
+    """pi_noop's theta-path (theta_0..theta_{H-1}, or ..theta_H) if deterministic, else None."""
+    marg = natural_theta_marginals(model)
+    if not include_theta_H:
+        marg = marg[:-1]
+    if not np.all(np.isclose(marg.max(axis=1), 1.0)):
+        return None
+    return marg.argmax(axis=1)
+
+
+def influence_incentive(
+    model: DRMDP,
+    objective: str = "real_time",
+    theta_star: str | None = None,
+    include_theta_H: bool = False,
+    tol: float = 1e-9,
+) -> dict:
+    """Whether every optimal policy influences (Definition 7), by two DP solves.
+
+    Exact when pi_noop's theta-path is deterministic (e.g. a fixed theta_0 that inaction never
+    moves): then pi does not influence iff, with probability 1, theta_t stays on that path, a
+    reachability constraint that DP can enforce. The incentive exists iff the unconstrained
+    optimum beats the best non-influencing value by more than tol * (1 + |V*|); near-ties count
+    as "a non-influencing policy is optimal". Also returns both values: the non-influencing
+    optimum is exactly the constrained_real_time value when objective="real_time".
+    """
+    path = noop_theta_path(model, include_theta_H)
+    if path is None:
+        raise ValueError(
+            "influence_incentive by DP needs a deterministic theta-path under pi_noop; "
+            "use exact.solve_exact"
+        )
+    best = solve_dp(model, objective, theta_star, keep_q=False, tol=tol).value
+    last = len(path)
+    on_path = lambda t: model.theta_of == path[t] if t < last else np.ones(model.n_aug, bool)  # noqa: E731
+    d0 = model.initial.reshape(-1)
+    if objective == "myopic":  # can a policy that is greedy everywhere keep theta on the path?
+        r = real_time_rewards(model)
+        greedy = _near_best(r, tol)
+        v0, policy, _ = backward_induction(
+            model, np.zeros_like(r), allowed=greedy, keep_q=False, tol=tol, on_path=on_path
+        )
+        incentive = d0 @ v0 < _INFEASIBLE / 2
+        policy = policy.reshape(model.horizon, model.n_states, model.n_thetas)
+        non_influencing = None if incentive else evaluate_policy(model, policy)
+    else:
+        rewards = _objective_rewards(model, objective, theta_star)
+        v0, policy, _ = backward_induction(model, rewards, keep_q=False, tol=tol, on_path=on_path)
+        non_influencing = float(d0 @ v0)
+        incentive = best > non_influencing + tol * (1 + abs(best))
+    return {
+        "incentive": bool(incentive),
+        "optimal_value": best,
+        "best_non_influencing_value": non_influencing,
+        "non_influencing_policy": policy.reshape(model.horizon, model.n_states, model.n_thetas),
+    }

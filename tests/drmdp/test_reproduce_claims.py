@@ -1,0 +1,70 @@
+"""The drmdp experiments end to end: runs, claims from actual runs, reports, sweeps."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from alignlab.cli import app
+from alignlab.core.run import RunSpec, execute
+from alignlab.core.sweep import sweep
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("name", ["drmdp.table4", "drmdp.horizon", "drmdp.recommender"])
+def test_smoke_preset_runs_and_plots(tmp_path, name):
+    out = execute(RunSpec(name, preset="smoke", out=str(tmp_path / "r"), quiet=True))
+    assert out.claims and all(
+        {"id", "statement", "measured", "holds"} <= set(c) for c in out.claims
+    )
+    assert list((tmp_path / "r" / "plots").glob("*.png"))
+
+
+def test_same_seed_same_results_json(tmp_path):
+    a = execute(
+        RunSpec("drmdp.horizon", preset="smoke", seed=5, out=str(tmp_path / "a"), quiet=True)
+    )
+    b = execute(
+        RunSpec("drmdp.horizon", preset="smoke", seed=5, out=str(tmp_path / "b"), quiet=True)
+    )
+    c = execute(
+        RunSpec("drmdp.horizon", preset="smoke", seed=6, out=str(tmp_path / "c"), quiet=True)
+    )
+    assert (a.dir / "results.json").read_bytes() == (b.dir / "results.json").read_bytes()
+    assert (a.dir / "results.json").read_bytes() != (c.dir / "results.json").read_bytes()
+
+
+@pytest.mark.slow
+def test_reproduce_quick_every_drmdp_claim_holds(tmp_path):
+    r = runner.invoke(app, ["reproduce", "--only", "drmdp", "--out", str(tmp_path), "--strict"])
+    assert r.exit_code == 0, r.output
+    claims = json.loads((tmp_path / "claims.json").read_text())
+    assert {c["experiment"] for c in claims} == {
+        "drmdp.table4",
+        "drmdp.horizon",
+        "drmdp.recommender",
+    }
+    assert all(c["system"] == "drmdp" for c in claims)
+    failing = [(c["id"], c["measured"]) for c in claims if not c["holds"]]
+    assert not failing
+    html = (tmp_path / "report.html").read_text()
+    assert "data:image/png;base64," in html and "table4_matches" in html
+    assert "![drmdp.table4: table4]" in (tmp_path / "report.md").read_text()
+
+
+def test_reproduce_rejects_unknown_system(tmp_path):
+    r = runner.invoke(app, ["reproduce", "--only", "drmpd", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "Did you mean: drmdp" in r.output
+
+
+def test_horizon_sweep_local_aggregates_fraction_curve(tmp_path):
+    res = sweep(
+        "drmdp.horizon", [0, 1, 2], [], preset="smoke", out=tmp_path, workers=2, show_progress=False
+    )
+    cell = res.aggregate["cells"][0]
+    assert cell["seeds"] == [0, 1, 2]
+    curve = cell["curves"]["population.y"]
+    assert len(curve["mean"]) == 4 and curve["mean"][0] == 0.0
+    assert cell["claims"]["conspiracy_threshold"]["holds"] == 3
+    assert (tmp_path / "plots" / "population.y.png").exists()
