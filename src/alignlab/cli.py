@@ -13,7 +13,7 @@ from rich.text import Text
 
 from alignlab.core import experiment as registry
 from alignlab.core.config import PRESETS
-from alignlab.core.console import console
+from alignlab.core.console import console, stdout
 from alignlab.core.errors import AlignlabError, did_you_mean
 
 app = typer.Typer(
@@ -83,7 +83,7 @@ def list_experiments() -> None:
     table.add_column("description")
     for exp in registry.experiments():
         table.add_row(exp.name, exp.paper, exp.description)
-    console.print(table)
+    stdout.print(table)
 
 
 @app.command()
@@ -115,7 +115,7 @@ def run(
     outcome = execute(spec)
     if outcome.skipped:
         console.print(f"[yellow]{outcome.dir} is already finished[/]; pass --force to re-run.")
-    console.print(_claims_table(outcome.claims, f"{experiment} ({preset}, seed {seed})"))
+    stdout.print(_claims_table(outcome.claims, f"{experiment} ({preset}, seed {seed})"))
     console.print(f"run directory: [bold]{outcome.dir}[/]")
 
 
@@ -156,7 +156,7 @@ def sweep(
         force=force,
     )
     skipped = sum(o.skipped for o in result.outcomes)
-    console.print(aggregate_markdown(result.aggregate, max_metrics=15), markup=False)
+    stdout.print(aggregate_markdown(result.aggregate, max_metrics=15), markup=False)
     console.print(
         f"{len(result.outcomes)} runs ({skipped} already finished, reused); "
         f"aggregate in [bold]{result.out}[/]/aggregate.md"
@@ -203,7 +203,7 @@ def reproduce(
         )
         outcome = execute(spec)
         note = " (finished earlier, reused)" if outcome.skipped else f" in {outcome.wall_s:.1f} s"
-        console.print(_claims_table(outcome.claims, f"{exp.name}{note}"))
+        stdout.print(_claims_table(outcome.claims, f"{exp.name}{note}"))
         dirs.append(outcome.dir)
     runs, problems = build_report(dirs, out, title=f"alignlab reproduce ({preset} preset)")
     claims = [c for r in runs for c in r.claims]

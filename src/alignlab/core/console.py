@@ -12,7 +12,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=True)  # stdout stays clean for tables and machine-readable output
+console = Console(stderr=True)  # progress, logs and errors
+stdout = Console()  # tables and summaries: what a user may pipe or save
 
 
 def progress() -> Progress:

@@ -51,23 +51,40 @@ def conspiracy(horizon: int = 3) -> DRMDP:
     influence iff H >= 3 (section 3.1, "H > 2"): H = 3 is the default so Table 4's "influence ✗"
     holds for real-time reward.
     """
-    rewards = {
-        "natural": {"noop": 10, "influence": -100},
-        "influenced": {"noop": -100, "influence": 100},
-    }
+    return _influence_example(
+        "conspiracy",
+        "bob",
+        ("natural", "influenced"),
+        ("noop", "influence"),
+        horizon,
+        Labelling({"noop": "✓", "influence": "✗"}),
+    )
+
+
+def _influence_example(
+    name: str,
+    state: str,
+    thetas: tuple[str, str],
+    actions: tuple[str, str],
+    horizon: int,
+    labelling: Labelling,
+) -> DRMDP:
+    """Fig. 1's shape, shared by Conspiracy and Trainer (App. A.8: "mathematically
+    indistinguishable"): one state; acting moves theta to thetas[1], inaction to thetas[0];
+    R_{thetas[0]}: noop 10, act -100; R_{thetas[1]}: noop -100, act 100; theta_0 = thetas[0]."""
+    noop, act = actions
+    rewards = {thetas[0]: {noop: 10, act: -100}, thetas[1]: {noop: -100, act: 100}}
     return DRMDP.from_dicts(
-        states=("bob",),
-        thetas=("natural", "influenced"),
-        actions=("noop", "influence"),
-        transition=lambda s, theta, a: {
-            ("bob", "influenced" if a == "influence" else "natural"): 1
-        },
+        states=(state,),
+        thetas=thetas,
+        actions=actions,
+        transition=lambda s, theta, a: {(state, thetas[1] if a == act else thetas[0]): 1},
         reward=lambda theta, s, a, s_next: rewards[theta][a],
-        initial=("bob", "natural"),
+        initial=(state, thetas[0]),
         horizon=horizon,
-        noop="noop",
-        name="conspiracy",
-        labelling=Labelling({"noop": "✓", "influence": "✗"}),
+        noop=noop,
+        name=name,
+        labelling=labelling,
     )
 
 
@@ -159,18 +176,13 @@ def personal_trainer(horizon: int = 3) -> DRMDP:
     R_tired: noop 10, nudge -100. R_energized: noop -100, nudge 100. theta_0 = tired. H = 3 as
     for Conspiracy. Labels differ: inaction is weakly desirable (✓), nudging is unclear (?).
     """
-    rewards = {"tired": {"noop": 10, "nudge": -100}, "energized": {"noop": -100, "nudge": 100}}
-    return DRMDP.from_dicts(
-        states=("diana",),
-        thetas=("tired", "energized"),
-        actions=("noop", "nudge"),
-        transition=lambda s, theta, a: {("diana", "energized" if a == "nudge" else "tired"): 1},
-        reward=lambda theta, s, a, s_next: rewards[theta][a],
-        initial=("diana", "tired"),
-        horizon=horizon,
-        noop="noop",
-        name="personal_trainer",
-        labelling=Labelling({"noop": "(✓)", "nudge": "?"}),
+    return _influence_example(
+        "personal_trainer",
+        "diana",
+        ("tired", "energized"),
+        ("noop", "nudge"),
+        horizon,
+        Labelling({"noop": "(✓)", "nudge": "?"}),
     )
 
 
