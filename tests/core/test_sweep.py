@@ -122,3 +122,29 @@ def test_really_killed_sweep_completes_only_missing_runs(tmp_path, toy):
     reused = sorted(o.dir.name for o in res.outcomes if o.skipped)
     assert reused == finished
     assert all(run_status(o.dir) == "complete" for o in res.outcomes)
+
+
+def test_local_backend_needs_no_ray_and_ray_backend_says_how_to_install(tmp_path, toy, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    res = sweep(
+        "toy.regression",
+        [0],
+        [],
+        preset="smoke",
+        out=tmp_path / "l",
+        workers=1,
+        show_progress=False,
+    )
+    assert res.outcomes[0].claims[0]["holds"]
+    with pytest.raises(AlignlabError, match=r"pip install 'alignlab\[ray\]'"):
+        sweep(
+            "toy.regression",
+            [0],
+            [],
+            preset="smoke",
+            out=tmp_path / "r",
+            backend="ray",
+            show_progress=False,
+        )
