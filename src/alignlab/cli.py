@@ -31,6 +31,13 @@ SetOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option(help="cpu | cuda | auto")]
 
 
+RESUME_HINTS = {
+    "run": "pass --resume to continue the run.",
+    "sweep": "run the same sweep again to finish the missing runs.",
+    "reproduce": "run the same command again to continue.",
+}
+
+
 def error(message: str) -> None:
     """One red 'error:' line; the message is printed verbatim (no rich markup)."""
     console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
@@ -46,8 +53,12 @@ def friendly(fn):
         except AlignlabError as e:
             error(str(e))
             raise typer.Exit(2) from None
+        except OSError as e:  # unwritable --out, disk full, ...
+            error(f"{e.strerror or e}: {e.filename or ''}".rstrip(": "))
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            console.print("[yellow]interrupted[/]; re-run with --resume to continue.")
+            hint = RESUME_HINTS.get(fn.__name__, "")
+            console.print(f"[yellow]interrupted[/]; {hint}" if hint else "[yellow]interrupted[/]")
             raise typer.Exit(130) from None
 
     return wrapper
@@ -156,7 +167,12 @@ def sweep(
         force=force,
     )
     skipped = sum(o.skipped for o in result.outcomes)
-    stdout.print(aggregate_markdown(result.aggregate, max_metrics=15), markup=False)
+    stdout.print(
+        aggregate_markdown(result.aggregate, max_metrics=15),
+        markup=False,
+        highlight=False,
+        soft_wrap=True,  # valid Markdown when piped to a file
+    )
     console.print(
         f"{len(result.outcomes)} runs ({skipped} already finished, reused); "
         f"aggregate in [bold]{result.out}[/]/aggregate.md"
@@ -189,26 +205,35 @@ def reproduce(
                 f"Implemented systems: {', '.join(systems)}."
             )
     exps = [e for e in registry.experiments() if not only or e.system in only]
-    dirs = []
+    dirs, failures = [], []
     for exp in exps:
         console.rule(f"[bold]{exp.name}[/] ({preset})")
         spec = RunSpec(
             experiment=exp.name,
             preset=preset,
             seed=seed,
-            out=str(out / "runs" / exp.name),
+            out=str(out / "runs" / preset / exp.name),
             resume=True,
             force=force,
             device=device,
         )
-        outcome = execute(spec)
+        try:
+            outcome = execute(spec)
+        except (AlignlabError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # one broken experiment must not hide the others' results
+            failures.append(f"{exp.name} failed: {type(e).__name__}: {e} (see {spec.out}/log.txt)")
+            error(failures[-1])
+            continue
         note = " (finished earlier, reused)" if outcome.skipped else f" in {outcome.wall_s:.1f} s"
         stdout.print(_claims_table(outcome.claims, f"{exp.name}{note}"))
         dirs.append(outcome.dir)
-    runs, problems = build_report(dirs, out, title=f"alignlab reproduce ({preset} preset)")
+    runs, problems = build_report(
+        dirs, out, title=f"alignlab reproduce ({preset} preset)", problems=failures
+    )
     claims = [c for r in runs for c in r.claims]
     n_hold = sum(c["holds"] for c in claims)
-    console.print(
+    stdout.print(
         f"[bold]{n_hold}/{len(claims)} claims hold[/]; report: {out / 'report.html'}, "
         f"{out / 'report.md'}"
     )

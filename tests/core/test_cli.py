@@ -96,3 +96,54 @@ def test_sweep_cli_local(tmp_path, toy):
     assert r.exit_code == 0, r.output
     assert "final_loss" in r.output
     assert (tmp_path / "sw" / "aggregate.json").exists()
+
+
+def test_report_survives_malformed_run_files(tmp_path, toy):
+    names = ["runjson_list", "runjson_null", "bad_yaml", "yaml_list", "holds_str", "good"]
+    for n in names:
+        assert (
+            invoke(
+                "run", "toy.regression", "--preset", "smoke", "--out", str(tmp_path / n)
+            ).exit_code
+            == 0
+        )
+    (tmp_path / "runjson_list" / "run.json").write_text("[]")
+    (tmp_path / "runjson_null" / "run.json").write_text("null")
+    (tmp_path / "bad_yaml" / "config.yaml").write_text("experiment: [unclosed\n")
+    (tmp_path / "yaml_list" / "config.yaml").write_text("- a\n- b\n")
+    claims = json.loads((tmp_path / "holds_str" / "claims.json").read_text())
+    claims[0]["holds"] = "no"
+    (tmp_path / "holds_str" / "claims.json").write_text(json.dumps(claims))
+    r = invoke("report", *[str(tmp_path / n) for n in names], "--out", str(tmp_path / "rep"))
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output
+    for n in names[:-1]:
+        assert f"{n}:" in r.output, n
+    assert len(json.loads((tmp_path / "rep" / "claims.json").read_text())) == 1
+    # the same folders given to `run` are refused with a clear error, not a crash
+    r = invoke("run", "toy.regression", "--preset", "smoke", "--out", str(tmp_path / "yaml_list"))
+    assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+def test_report_with_no_readable_run_writes_nothing(tmp_path, toy):
+    r = invoke("report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "rep"))
+    assert r.exit_code == 2 and "No report written" in r.output
+    assert not (tmp_path / "rep").exists()
+
+
+def test_sweep_markdown_on_stdout_is_not_wrapped(tmp_path, toy):
+    r = invoke(
+        "sweep",
+        "toy.regression",
+        "--seeds",
+        "0",
+        "--preset",
+        "smoke",
+        "--workers",
+        "1",
+        "--out",
+        str(tmp_path / "sw"),
+    )
+    assert r.exit_code == 0, r.output
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| converges")]
+    assert len(rows) == 1 and rows[0].endswith("|")

@@ -119,3 +119,48 @@ def test_to_jsonable_handles_numpy_and_nan():
 
     out = io.to_jsonable({"a": np.float32(1.5), "b": np.arange(3), "c": float("nan"), "d": (1, 2)})
     assert out == {"a": 1.5, "b": [0, 1, 2], "c": "nan", "d": [1, 2]}
+
+
+def test_force_keeps_files_that_are_not_the_runs(tmp_path, toy):
+    d = tmp_path / "r"
+    execute(spec(tmp_path, "r"))
+    (d / "notes.txt").write_text("mine")
+    execute(spec(tmp_path, "r", force=True))
+    assert (d / "notes.txt").read_text() == "mine"
+
+
+def test_folder_with_a_stray_config_yaml_is_not_a_run(tmp_path, toy):
+    d = tmp_path / "p"
+    (d / "src").mkdir(parents=True)
+    (d / "config.yaml").write_text("lr: 1\n")
+    (d / "src" / "thesis.tex").write_text("precious")
+    for force in (False, True):
+        with pytest.raises(AlignlabError, match="not empty and is not an alignlab run"):
+            execute(spec(tmp_path, "p", force=force))
+    assert (d / "src" / "thesis.tex").read_text() == "precious"
+    assert (d / "config.yaml").read_text() == "lr: 1\n"
+
+
+def test_negative_seed_and_file_out_are_refused_before_writing(tmp_path, toy):
+    with pytest.raises(AlignlabError, match="non-negative"):
+        execute(spec(tmp_path, "neg", seed=-1))
+    assert not (tmp_path / "neg").exists()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(AlignlabError, match="is a file"):
+        execute(spec(tmp_path, "afile"))
+
+
+def test_files_get_the_usual_permissions(tmp_path, toy):
+    d = execute(spec(tmp_path)).dir
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("results.json", "claims.json", "config.yaml", "run.json"):
+        assert (d / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+def test_a_run_directory_is_locked_while_it_runs(tmp_path, toy):
+    from alignlab.core.run import RunLock
+
+    d = tmp_path / "r"
+    with RunLock(d), pytest.raises(AlignlabError, match="another process"):
+        execute(spec(tmp_path, "r"))

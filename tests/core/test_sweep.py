@@ -11,8 +11,10 @@ from alignlab.core.sweep import expand_grid, mean_ci95, parse_seeds, split_top_l
 def test_parse_seeds_and_grid():
     assert parse_seeds("0-4") == [0, 1, 2, 3, 4]
     assert parse_seeds("3,1,1") == [1, 3]
-    with pytest.raises(AlignlabError, match="expected a range"):
+    with pytest.raises(AlignlabError, match="expected non-negative seeds"):
         parse_seeds("a-b")
+    with pytest.raises(AlignlabError, match="expected non-negative seeds"):
+        parse_seeds("-1")
     assert split_top_level("1,[2,3],'a,b'") == ["1", "[2,3]", "'a,b'"]
     assert expand_grid(["lr=0.1,0.2", "dim=2"]) == [("lr=0.1", "dim=2"), ("lr=0.2", "dim=2")]
     assert expand_grid([]) == [()]
@@ -75,7 +77,7 @@ def test_local_sweep_aggregates_and_resumes_only_missing(tmp_path, toy):
 
 
 def test_sweep_validates_every_cell_before_running(tmp_path, toy):
-    with pytest.raises(AlignlabError, match="expected float"):
+    with pytest.raises(AlignlabError, match="expected a finite float"):
         sweep(
             "toy.regression",
             [0],
@@ -104,7 +106,7 @@ def test_really_killed_sweep_completes_only_missing_runs(tmp_path, toy):
         "import toy_experiment\n"
         "from alignlab.core.sweep import sweep\n"
         f"sweep('toy.regression', {args['seeds']}, {args['sets']}, preset='smoke', "
-        f"out={str(out)!r}, workers=1, show_progress=False)\n"
+        f"out={str(out)!r}, workers=2, show_progress=False)\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(toy.__file__).parent), *sys.path])}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
@@ -113,15 +115,28 @@ def test_really_killed_sweep_completes_only_missing_runs(tmp_path, toy):
         if sum(run_status(d) == "complete" for d in out.glob("*/seed*")) >= 2:
             break
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
+    os.kill(proc.pid, signal.SIGKILL)  # the parent only: its pool workers must stop themselves
     proc.wait()
     statuses = {d.name: run_status(d) for d in out.glob("*/seed*")}
     finished = sorted(k for k, v in statuses.items() if v == "complete")
     assert 2 <= len(finished) < 6, statuses
-    res = sweep("toy.regression", show_progress=False, out=out, workers=1, **args)
+    # orphaned pool workers notice their parent is gone and exit (within ~0.5 s; allow 15 s)
+    deadline, orphans = time.time() + 15, True
+    while orphans and time.time() < deadline:
+        try:
+            os.killpg(proc.pid, 0)  # signal 0: is anyone of the killed sweep's group alive?
+            time.sleep(0.1)
+        except ProcessLookupError:
+            orphans = False
+    if orphans:
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert not orphans, "pool workers outlived the killed sweep"
+    res = sweep("toy.regression", show_progress=False, out=out, workers=2, **args)
     reused = sorted(o.dir.name for o in res.outcomes if o.skipped)
     assert reused == finished
     assert all(run_status(o.dir) == "complete" for o in res.outcomes)
+    clean = sweep("toy.regression", show_progress=False, out=tmp_path / "clean", workers=2, **args)
+    assert [o.results for o in res.outcomes] == [o.results for o in clean.outcomes]
 
 
 def test_local_backend_needs_no_ray_and_ray_backend_says_how_to_install(tmp_path, toy, monkeypatch):
@@ -148,3 +163,16 @@ def test_local_backend_needs_no_ray_and_ray_backend_says_how_to_install(tmp_path
             backend="ray",
             show_progress=False,
         )
+
+
+def test_duplicate_grid_values_make_one_cell(tmp_path, toy):
+    res = sweep(
+        "toy.regression",
+        [0],
+        ["lr=0.1,0.1,0.10"],
+        preset="smoke",
+        out=tmp_path,
+        workers=1,
+        show_progress=False,
+    )
+    assert len(res.outcomes) == 1 and res.aggregate["cells"][0]["seeds"] == [0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from alignlab.core.claims import Claim
@@ -51,7 +52,9 @@ def run_toy(ctx) -> dict:
             raise Crash(f"crash at step {step}")
         time.sleep(cfg.sleep_s)
         x = torch.randn(cfg.batch, cfg.dim)
-        noise = torch.from_numpy(ctx.rng.normal(size=cfg.batch)).float() * 0.01
+        # noise from both the run's Generator and numpy's global stream: resume restores both
+        noise = ctx.rng.normal(size=cfg.batch) + np.random.standard_normal(cfg.batch)
+        noise = torch.from_numpy(noise).float() * 0.01
         y = x @ w_true + noise
         grad = 2 * x.T @ (x @ w - y) / cfg.batch
         w = w - cfg.lr * grad

@@ -1,6 +1,7 @@
 """Dynamic programming against the enumeration reference."""
 
 from dataclasses import replace
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -8,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alignlab.drmdp import dp
-from alignlab.drmdp.exact import ExactSolver
+from alignlab.drmdp.exact import ExactSolver, count_policies, solve_exact
 from alignlab.drmdp.examples import EXAMPLES, conspiracy
 from alignlab.drmdp.horizon import random_influence_drmdp
-from alignlab.drmdp.model import random_drmdp
+from alignlab.drmdp.model import DRMDP, random_drmdp
 
 
 @st.composite
@@ -82,18 +83,130 @@ def test_dp_on_the_paper_examples(name):
         check_agreement(model, "privileged", theta)
 
 
-@settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 10**6), horizon=st.integers(1, 3), include_theta_H=st.booleans())
-def test_influence_incentive_matches_enumeration(seed, horizon, include_theta_H):
-    model = random_influence_drmdp(np.random.default_rng(seed), 2, 2, 2, horizon, exact=True)
+def check_influence_incentive(model, include_theta_H):
+    """DP's influence_incentive against enumeration for myopic and real_time; returns whether
+    the myopic objective has an influence incentive."""
     solver = ExactSolver(model, max_policies=1000)
     for objective in ("real_time", "myopic"):
         dp_answer = dp.influence_incentive(model, objective, include_theta_H=include_theta_H)
         exact = solver.solve(objective, include_theta_H=include_theta_H)
-        assert dp_answer["incentive"] == exact.influence_incentive
+        assert dp_answer["incentive"] == exact.influence_incentive, objective
+        if objective == "myopic":
+            myopic_incentive = exact.influence_incentive
+            # None exactly when no greedy policy keeps theta on pi_noop's path
+            assert (dp_answer["best_non_influencing_value"] is None) == myopic_incentive
     crt = solver.solve("constrained_real_time", include_theta_H=include_theta_H)
     rt = dp.influence_incentive(model, "real_time", include_theta_H=include_theta_H)
     assert rt["best_non_influencing_value"] == pytest.approx(float(crt.optimal_value), abs=1e-9)
+    return myopic_incentive
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10**6), horizon=st.integers(1, 3), include_theta_H=st.booleans())
+def test_influence_incentive_matches_enumeration(seed, horizon, include_theta_H):
+    model = random_influence_drmdp(np.random.default_rng(seed), 2, 2, 2, horizon, exact=True)
+    check_influence_incentive(model, include_theta_H)
+
+
+def test_influence_incentive_matches_enumeration_on_stochastic_random_models():
+    # random_influence_drmdp makes the no-op strictly greedy (so no myopic incentive); these
+    # random_drmdp models have greedy actions that leave pi_noop's theta-path with some
+    # probability, the case a sentinel value of -1e30 mixed into expectations got wrong
+    n_checked, n_myopic_incentives = 0, 0
+    for seed in range(60):
+        model = random_drmdp(
+            np.random.default_rng(seed),
+            n_states=1 + seed % 2,
+            n_thetas=2,
+            n_actions=2,
+            horizon=1 + (seed // 2) % 3,
+            branching=2,
+            exact=True,
+        )
+        if count_policies(model) > 512 or dp.noop_theta_path(model, True) is None:
+            continue  # too big to enumerate, or not a case DP decides
+        for include_theta_H in (False, True):
+            n_myopic_incentives += check_influence_incentive(model, include_theta_H)
+            n_checked += 1
+    assert n_checked >= 20 and 0 < n_myopic_incentives < n_checked
+
+
+def leave_with_probability(p):
+    """One state, theta in {a, b}, H = 2: x earns 1 and moves a -> b with probability p, the
+    no-op earns 0 and keeps theta."""
+
+    def transition(s, theta, a):
+        if a == "x" and theta == "a" and p < 1:
+            return {("s", "a"): 1 - p, ("s", "b"): p}
+        return {("s", "b" if a == "x" else theta): 1}
+
+    return DRMDP.from_dicts(
+        states=("s",),
+        thetas=("a", "b"),
+        actions=("noop", "x"),
+        transition=transition,
+        reward=lambda theta, s, a, s_next: 1 if a == "x" else 0,
+        initial=("s", "a"),
+        horizon=2,
+        noop="noop",
+    )
+
+
+@pytest.mark.parametrize("include_theta_H", [False, True])
+def test_influence_incentive_when_the_greedy_action_rarely_influences(include_theta_H):
+    # regression: x leaves the path with probability 1/10, so its sentinel-mixed value was
+    # -1e29 > -1e30 / 2 and the influencing greedy policy passed as non-influencing
+    model = leave_with_probability(Fraction(1, 10))
+    for objective in ("myopic", "real_time"):
+        exact = solve_exact(model, objective, include_theta_H=include_theta_H)
+        result = dp.influence_incentive(model, objective, include_theta_H=include_theta_H)
+        assert exact.influence_incentive and result["incentive"], objective
+        assert result["optimal_value"] == pytest.approx(2.0)
+    myopic = dp.influence_incentive(model, "myopic", include_theta_H=include_theta_H)
+    assert myopic["best_non_influencing_value"] is None
+    real_time = dp.influence_incentive(model, "real_time", include_theta_H=include_theta_H)
+    crt = solve_exact(model, "constrained_real_time", include_theta_H=include_theta_H)
+    # noop first; at t = 1 x is free unless theta_H is part of the path
+    assert real_time["best_non_influencing_value"] == float(crt.optimal_value)
+    assert real_time["best_non_influencing_value"] == (0.0 if include_theta_H else 1.0)
+    assert (real_time["non_influencing_policy"][0] == model.noop_index).all()
+    check_influence_incentive(model, include_theta_H)
+
+
+@pytest.mark.parametrize("p", [Fraction(1, 1000), Fraction(1, 2), Fraction(1)])
+def test_influence_incentive_when_no_non_influencing_policy_exists(p):
+    # the only greedy action always risks leaving the path: every myopic policy influences
+    model = leave_with_probability(p)
+    exact = solve_exact(model, "myopic")
+    assert exact.influence_incentive and all(exact.influences)
+    result = dp.influence_incentive(model, "myopic")
+    assert result["incentive"] and result["best_non_influencing_value"] is None
+    assert result["optimal_value"] == pytest.approx(2.0)
+
+
+def test_constraints_never_leak_a_sentinel_value():
+    model = leave_with_probability(Fraction(1, 10))
+    rewards = dp.real_time_rewards(model)
+    # no state may be on the path at t = 1: nothing is feasible, and says so with -inf
+    v0, _, q = dp.backward_induction(model, rewards, on_path=lambda t: np.full(model.n_aug, t != 1))
+    assert np.isneginf(v0).all() and np.isneginf(q[0]).all()
+    # only x allowed at t = 0, but x's successor b has no allowed action at t = 1
+    allowed = np.ones((2, model.n_aug, model.n_actions), dtype=bool)
+    allowed[0, :, model.noop_index] = False
+    allowed[1, model.index("s", "b")] = False
+    v0, policy, q = dp.backward_induction(model, rewards, allowed=allowed)
+    assert np.isneginf(v0).all() and np.isneginf(q[0]).all()
+    for objective in ("real_time", "myopic"):
+        assert dp.solve_dp(model, objective, allowed=allowed).value == -np.inf
+    # an unreachable final theta is skipped, not scored
+    conspiracy_model = conspiracy(3)
+    never_influence = np.ones((3, conspiracy_model.n_aug, 2), dtype=bool)
+    never_influence[..., conspiracy_model.actions.index("influence")] = False
+    final = dp.solve_dp(conspiracy_model, "final", allowed=never_influence)
+    assert final.value == 30 and (final.policy == conspiracy_model.noop_index).all()
+    stuck = never_influence.copy()
+    stuck[1] = False
+    assert dp.solve_dp(conspiracy_model, "final", allowed=stuck).value == -np.inf
 
 
 def test_dp_refuses_what_it_cannot_solve_exactly():

@@ -21,7 +21,7 @@ class Claim:
     def evaluate(self, results: dict[str, Any]) -> dict[str, Any]:
         """One entry of claims.json. A check that crashes is a claim that does not hold."""
         try:
-            out = self.check(results)
+            measured, holds, *rest = self.check(results)
         except Exception as e:  # a broken check must show up in the report, not vanish
             return {
                 "id": self.id,
@@ -30,7 +30,6 @@ class Claim:
                 "holds": False,
                 "detail": f"check failed: {type(e).__name__}: {e}",
             }
-        measured, holds, *rest = out
         entry = {
             "id": self.id,
             "statement": self.statement,

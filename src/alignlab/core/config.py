@@ -9,6 +9,7 @@ one error naming the key, the expected type and the value given.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, Union
@@ -49,6 +50,8 @@ def type_name(tp: Any) -> str:
         return f"a list of {inner}"
     if tp is type(None):
         return "null"
+    if tp is float:
+        return "a finite float"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -88,14 +91,14 @@ def _coerce(value: Any, tp: Any) -> Any:
     if tp is float:
         if isinstance(value, bool):
             return _NO
-        if isinstance(value, (int, float)):
-            return float(value)
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 return _NO
-        return _NO
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return float(value)
+        return _NO  # NaN and inf are never a sensible setting
     if tp is str:
         return value if isinstance(value, str) else str(value)
     return value if isinstance(value, tp) else _NO

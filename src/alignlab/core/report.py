@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alignlab.core.errors import AlignlabError
 from alignlab.core.io import atomic_write_json, atomic_write_text, read_json
 from alignlab.core.run import config_of, run_status
 
@@ -43,32 +43,24 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ValueError(f"{run_dir}: no such run directory")
-    status = run_status(run_dir)
-    if status == "missing":
-        raise ValueError(f"{run_dir}: not an alignlab run directory (no run.json)")
+    status = run_status(run_dir)  # also checks the types of run.json, config and claims
+    if status in ("missing", "foreign"):
+        raise ValueError(f"{run_dir}: not an alignlab run directory (no alignlab run.json)")
     if status == "corrupt":
         raise ValueError(
-            f"{run_dir}: corrupt run (unreadable run.json, results.json or claims.json)"
+            f"{run_dir}: corrupt run (unreadable or malformed run.json, config.yaml, "
+            "results.json or claims.json)"
         )
     if status != "complete":
         raise ValueError(f"{run_dir}: unfinished run (status: {status}); resume it with --resume")
-    try:
-        claims = read_json(run_dir / "claims.json")
-        if not isinstance(claims, list) or not all(
-            isinstance(c, dict) and {"id", "statement", "measured", "holds"} <= set(c)
-            for c in claims
-        ):
-            raise ValueError("claims.json is not a list of claim objects")
-        return LoadedRun(
-            dir=run_dir,
-            meta=read_json(run_dir / "run.json"),
-            config=config_of(run_dir),
-            results=read_json(run_dir / "results.json"),
-            claims=claims,
-            plots=sorted((run_dir / "plots").glob("*.png")),
-        )
-    except (OSError, json.JSONDecodeError, ValueError) as e:
-        raise ValueError(f"{run_dir}: corrupt run ({e})") from None
+    return LoadedRun(
+        dir=run_dir,
+        meta=read_json(run_dir / "run.json"),
+        config=config_of(run_dir),
+        results=read_json(run_dir / "results.json"),
+        claims=read_json(run_dir / "claims.json"),
+        plots=sorted((run_dir / "plots").glob("*.png")),
+    )
 
 
 def all_claims(runs: list[LoadedRun]) -> list[dict[str, Any]]:
@@ -92,16 +84,24 @@ def _descriptions() -> dict[str, Any]:
 
 
 def build_report(
-    run_dirs: list[str | Path], out: str | Path, title: str = "alignlab report"
+    run_dirs: list[str | Path],
+    out: str | Path,
+    title: str = "alignlab report",
+    problems: list[str] | None = None,
 ) -> tuple[list[LoadedRun], list[str]]:
-    """Write report.html, report.md and claims.json to `out`; returns (runs, problems)."""
+    """Write report.html, report.md and claims.json to `out`; returns (runs, problems).
+
+    `problems` are listed in the report beside the unreadable run directories.
+    """
     out = Path(out)
-    runs, problems = [], []
+    runs, problems = [], list(problems or [])
     for d in run_dirs:
         try:
             runs.append(load_run(d))
         except ValueError as e:
             problems.append(str(e))
+    if not runs:
+        raise AlignlabError("No report written: no readable run.\n" + "\n".join(problems))
     registry = _descriptions()
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "claims.json", all_claims(runs))

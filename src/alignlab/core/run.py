@@ -42,6 +42,7 @@ from alignlab.core.io import atomic_write_json, atomic_write_text, dumps_json, r
 
 DEVICES = ("cpu", "cuda", "auto")
 RUN_FILES = ("config.yaml", "run.json", "results.json", "claims.json")
+LOCK = ".lock"
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -115,6 +116,9 @@ class Checkpointer:
             for k, v in (tensors or {}).items()
         }
         tensors["__rng__.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            for i, st in enumerate(torch.cuda.get_rng_state_all()):
+                tensors[f"__rng__.cuda.{i}"] = st
         meta = {"step": int(step), "state": state or {}, "rng": self._rng_state()}
         tmp = self.dir.with_name("checkpoint.tmp")
         old = self.dir.with_name("checkpoint.old")
@@ -142,12 +146,19 @@ class Checkpointer:
         except Exception as e:
             raise AlignlabError(f"Checkpoint in {d} is unreadable ({e}); use --force.") from e
         torch.set_rng_state(tensors.pop("__rng__.torch"))
+        cuda = [tensors.pop(k) for k in sorted(tensors) if k.startswith("__rng__.cuda.")]
+        if cuda and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda)
         self._restore_rng(meta["rng"])
         return Checkpoint(step=meta["step"], tensors=tensors, state=meta["state"])
 
     def _rng_state(self) -> dict[str, Any]:
         py = random.getstate()
-        out = {"python": [py[0], list(py[1]), py[2]]}
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        out = {
+            "python": [py[0], list(py[1]), py[2]],
+            "numpy_global": [name, keys.tolist(), pos, has_gauss, gauss],
+        }
         if self.ctx is not None:
             out["numpy"] = self.ctx.rng.bit_generator.state
         return out
@@ -155,6 +166,9 @@ class Checkpointer:
     def _restore_rng(self, rng: dict[str, Any]) -> None:
         py = rng["python"]
         random.setstate((py[0], tuple(py[1]), py[2]))
+        if "numpy_global" in rng:
+            name, keys, pos, has_gauss, gauss = rng["numpy_global"]
+            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
         if self.ctx is not None and "numpy" in rng:
             self.ctx.rng.bit_generator.state = rng["numpy"]
 
@@ -303,22 +317,74 @@ def resolve_config(exp: Experiment, preset: str, overrides: Iterable[str]) -> An
 
 
 def run_status(run_dir: Path) -> str:
-    """'missing', 'complete', 'running', 'failed' or 'corrupt' (unreadable files)."""
+    """The state of a run directory.
+
+    'missing' (no directory, or an empty one), 'foreign' (a non-empty folder that is not an
+    alignlab run), 'corrupt' (an alignlab run with unreadable files), 'running', 'failed' or
+    'complete'. A run directory is recognised by its run.json, which is written first.
+    """
     run_dir = Path(run_dir)
+    if not run_dir.is_dir() or not any(p.name != LOCK for p in run_dir.iterdir()):
+        return "missing"
     if not (run_dir / "run.json").exists():
-        return "missing" if not (run_dir / "config.yaml").exists() else "corrupt"
+        return "foreign"
     try:
         meta = read_json(run_dir / "run.json")
-    except (json.JSONDecodeError, OSError):
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
         return "corrupt"
-    status = meta.get("status", "corrupt")
+    if not isinstance(meta, dict) or "alignlab" not in meta or "experiment" not in meta:
+        return "foreign"
+    status = meta.get("status")
+    if status not in ("running", "failed", "complete"):
+        return "corrupt"
     if status == "complete":
-        for name in ("results.json", "claims.json"):
-            try:
-                read_json(run_dir / name)
-            except (json.JSONDecodeError, OSError):
-                return "corrupt"
+        try:
+            results, claims = (read_json(run_dir / n) for n in ("results.json", "claims.json"))
+            config_of(run_dir)
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError, ValueError):
+            return "corrupt"
+        if not isinstance(results, dict) or not valid_claims(claims):
+            return "corrupt"
     return status
+
+
+def valid_claims(claims: Any) -> bool:
+    """claims.json's shape: a list of {id, statement, measured, holds: bool, ...}."""
+    return isinstance(claims, list) and all(
+        isinstance(c, dict)
+        and {"id", "statement", "measured", "holds"} <= set(c)
+        and isinstance(c["holds"], bool)
+        for c in claims
+    )
+
+
+class RunLock:
+    """An exclusive lock on a run directory, so two processes never write one run."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / LOCK
+        self.fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no locking
+            return self
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise AlignlabError(
+                f"{self.path.parent} is being written by another process; wait for it to "
+                "finish or stop it first."
+            ) from None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the flock
 
 
 def execute(spec: RunSpec) -> RunOutcome:
@@ -331,6 +397,8 @@ def execute(spec: RunSpec) -> RunOutcome:
         importlib.import_module(spec.module)
     exp = registry.get(spec.experiment)
     cfg = resolve_config(exp, spec.preset, spec.overrides)  # bad input fails before any write
+    if not isinstance(spec.seed, int) or spec.seed < 0:
+        raise AlignlabError(f"--seed must be a non-negative integer, got {spec.seed!r}.")
     device = resolve_device(spec.device)
     run_dir = Path(spec.out) if spec.out else spec.default_dir()
     header = {
@@ -340,7 +408,13 @@ def execute(spec: RunSpec) -> RunOutcome:
         "overrides": list(spec.overrides),
         "config": cfglib.to_dict(cfg),
     }
+    if run_dir.exists() and not run_dir.is_dir():
+        raise AlignlabError(f"--out {run_dir} is a file, not a directory.")
     status = run_status(run_dir)
+    if status == "foreign":
+        raise AlignlabError(
+            f"{run_dir} is not empty and is not an alignlab run; choose another --out."
+        )
     if status != "missing" and not spec.force:
         _check_same_run(run_dir, header)
         if status == "complete":
@@ -351,16 +425,22 @@ def execute(spec: RunSpec) -> RunOutcome:
                 skipped=True,
                 wall_s=0.0,
             )
-        if not spec.resume:
+        if status == "corrupt" or not spec.resume:
             raise AlignlabError(
                 f"{run_dir} holds an unfinished run (status: {status}). "
-                "Pass --resume to continue it or --force to start over."
+                + ("Pass --resume to continue it or " if status != "corrupt" else "Pass ")
+                + "--force to start over."
             )
-    if spec.force and run_dir.exists():
-        _clear_run_dir(run_dir)
+    with RunLock(run_dir):
+        return _execute_locked(exp, spec, cfg, device, run_dir, header, status)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+
+def _execute_locked(exp, spec, cfg, device, run_dir, header, status) -> RunOutcome:
+    if spec.force:
+        _clear_run_files(run_dir)
     resuming = status in ("running", "failed") and spec.resume and not spec.force
+    meta = _meta(exp, spec, device)
+    atomic_write_json(run_dir / "run.json", meta)  # first: it marks the folder as a run
     atomic_write_text(run_dir / "config.yaml", cfglib.dump_yaml(header))
     # stale outputs of an earlier attempt must not survive into this one
     for name in ("results.json", "claims.json"):
@@ -374,8 +454,6 @@ def execute(spec: RunSpec) -> RunOutcome:
         ctx.log(f"resuming from step {last}" if last is not None else "restarting (no checkpoint)")
     else:
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    meta = _meta(exp, spec, device)
-    atomic_write_json(run_dir / "run.json", meta)
     t0 = time.perf_counter()
     try:
         results = exp.run(ctx)
@@ -423,10 +501,8 @@ def _meta(exp: Experiment, spec: RunSpec, device: str) -> dict[str, Any]:
 
 def _check_same_run(run_dir: Path, header: dict[str, Any]) -> None:
     try:
-        import yaml
-
-        old = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    except Exception:
+        old = config_of(run_dir)
+    except (OSError, ValueError):
         raise AlignlabError(
             f"{run_dir} has no readable config.yaml; it is corrupt. Use --force to start over."
         ) from None
@@ -439,17 +515,22 @@ def _check_same_run(run_dir: Path, header: dict[str, Any]) -> None:
         )
 
 
-def _clear_run_dir(run_dir: Path) -> None:
-    """Remove a run directory's contents, refusing folders that are not alignlab runs."""
-    entries = list(run_dir.iterdir())
-    if entries and not any((run_dir / n).exists() for n in RUN_FILES):
-        raise AlignlabError(
-            f"Refusing to overwrite {run_dir}: it is not an alignlab run directory."
-        )
-    shutil.rmtree(run_dir)
+def _clear_run_files(run_dir: Path) -> None:
+    """Remove what a run writes, and nothing else: files a user put beside it stay."""
+    for name in (*RUN_FILES, "metrics.jsonl", "log.txt"):
+        (run_dir / name).unlink(missing_ok=True)
+    for name in ("plots", "checkpoint", "checkpoint.old", "checkpoint.tmp"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
 
 
 def config_of(run_dir: Path) -> dict[str, Any]:
+    """A run's config.yaml as a dict; ValueError if it is not one."""
     import yaml
 
-    return yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8"))
+    try:
+        data = yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ValueError(f"config.yaml is not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError("config.yaml is not a mapping")
+    return data

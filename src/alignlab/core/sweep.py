@@ -29,19 +29,16 @@ BACKENDS = ("local", "ray")
 
 
 def parse_seeds(text: str) -> list[int]:
-    """'0-4' → [0,1,2,3,4]; '0,2,5' → [0,2,5]; '3' → [3]."""
+    """'0-4' → [0,1,2,3,4]; '0,2,5' → [0,2,5]; '3' → [3]. Seeds are non-negative."""
     seeds: list[int] = []
     try:
         for part in text.split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1) if not part.startswith("-") else (part, part)
-                seeds += range(int(lo), int(hi) + 1)
-            else:
-                seeds.append(int(part))
+            lo, sep, hi = part.strip().partition("-")
+            seeds += range(int(lo), int(hi) + 1) if sep else [int(lo)]
     except ValueError:
         raise AlignlabError(
-            f"--seeds {text!r}: expected a range like 0-4 or a list like 0,1,2."
+            f"--seeds {text!r}: expected non-negative seeds, as a range like 0-4 or a list "
+            "like 0,1,2."
         ) from None
     if not seeds:
         raise AlignlabError(f"--seeds {text!r} names no seeds.")
@@ -88,10 +85,15 @@ class SweepResult:
 
 
 def plan(
-    experiment: str, preset: str, seeds: list[int], sets: list[str], out: Path, **run_kw: Any
+    experiment: str,
+    preset: str,
+    seeds: list[int],
+    combos: list[tuple[str, ...]],
+    out: Path,
+    **run_kw: Any,
 ) -> list[RunSpec]:
     specs = []
-    for combo in expand_grid(sets):
+    for combo in combos:
         cell = out / (override_slug(combo) if combo else "base")
         for seed in seeds:
             specs.append(
@@ -109,6 +111,22 @@ def plan(
     return specs
 
 
+def _worker_init(parent: int) -> None:
+    """In each pool worker: leave Ctrl-C to the parent, and exit if the parent dies."""
+    import signal
+    import threading
+    import time
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)  # orphaned (the sweep was killed): stop instead of running on
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _execute_in_worker(spec: RunSpec) -> RunOutcome:
     try:
         import torch
@@ -120,7 +138,11 @@ def _execute_in_worker(spec: RunSpec) -> RunOutcome:
 
 
 def run_local(specs: list[RunSpec], workers: int, on_done: Callable[[], None]) -> list:
-    """Run specs in a spawn-started process pool; returns outcomes or exceptions, in order."""
+    """Run specs in a spawn-started process pool; returns outcomes or exceptions, in order.
+
+    Ctrl-C cancels the queued runs and stops the running ones at once; they stay unfinished
+    on disk, and the same sweep run again continues them.
+    """
     results: list[Any] = [None] * len(specs)
     if workers <= 1:
         for i, spec in enumerate(specs):
@@ -132,7 +154,13 @@ def run_local(specs: list[RunSpec], workers: int, on_done: Callable[[], None]) -
         return results
     import multiprocessing as mp
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=mp.get_context("spawn"),
+        initializer=_worker_init,
+        initargs=(os.getpid(),),
+    )
+    try:
         futures = {pool.submit(_execute_in_worker, s): i for i, s in enumerate(specs)}
         for fut in as_completed(futures):
             i = futures[fut]
@@ -141,6 +169,12 @@ def run_local(specs: list[RunSpec], workers: int, on_done: Callable[[], None]) -
             except Exception as e:
                 results[i] = e
             on_done()
+    except BaseException:
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     return results
 
 
@@ -207,13 +241,16 @@ def sweep(
         raise AlignlabError(f"Unknown backend {backend!r}. Valid backends: {', '.join(BACKENDS)}.")
     exp = registry.get(experiment)
     sets = list(sets or [])
-    combos = expand_grid(sets)
-    for combo in combos:  # validate every cell before any run starts
-        resolve_config(exp, preset, combo)
+    combos, seen = [], set()
+    for combo in expand_grid(sets):  # validate every cell before any run starts
+        key = repr(resolve_config(exp, preset, combo))
+        if key not in seen:  # `--set n=20,20` is one cell, not two runs in one folder
+            seen.add(key)
+            combos.append(combo)
     out = Path(out) if out else Path("runs") / "sweeps" / f"{experiment}-{preset}"
     workers = workers or min(os.cpu_count() or 1, len(combos) * len(seeds))
     module = module or exp.run.__module__
-    specs = plan(experiment, preset, seeds, sets, out, device=device, force=force, module=module)
+    specs = plan(experiment, preset, seeds, combos, out, device=device, force=force, module=module)
 
     from alignlab.core.console import progress
 

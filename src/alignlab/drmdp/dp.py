@@ -13,6 +13,12 @@ successor lists of the model, one numpy pass per t. Which objectives this solves
   exact constrained value when pi_noop's theta-path is deterministic, and recommender.py.
 
 Greedy policies break ties (within `tol`) toward the no-op, then toward the lowest action index.
+
+Constraints (an `allowed` action mask, an `on_path` state mask, a terminal constraint) are tracked
+as boolean feasibility arrays, never as a large negative number mixed into expectations: a state is
+feasible at t iff it satisfies the state constraint and some allowed action has every
+positive-probability successor feasible at t + 1. Infeasible states and actions get the value
+-inf in the returned tables, and a start that cannot meet the constraint gets the value -inf.
 """
 
 from __future__ import annotations
@@ -24,7 +30,6 @@ import numpy as np
 from .model import DRMDP
 
 DP_OBJECTIVES = ("real_time", "privileged", "initial", "natural_shifts", "myopic", "final")
-_INFEASIBLE = -1e30  # value of a state from which a constraint cannot be met
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,32 +93,61 @@ def backward_induction(
     tol: float = 1e-9,
     on_path=None,
 ):
-    """Q_t = r_t + P V_{t+1}, V_t = max_a Q_t, for t = H-1..0.
+    """Q_t = r_t + P V_{t+1}, V_t = max over feasible a of Q_t, for t = H-1..0.
 
-    rewards: (X, A) array or a callable t -> (X, A) array. terminal: V_H (X,), zero by default.
-    allowed: optional bool mask (H, X, A) or (X, A) of permitted actions. on_path: optional
-    callable t -> bool mask (X,) of states allowed at time t (others get an infeasible value).
-    Returns (V_0, policy (H, X), Q (H, X, A) or None).
+    rewards: (X, A) array or a callable t -> (X, A) array. terminal: V_H (X,), zero by default;
+    -inf entries mark terminal states that violate a constraint. allowed: optional bool mask
+    (H, X, A) or (X, A) of permitted actions. on_path: optional callable t -> bool mask (X,) of the
+    states allowed at time t (t = 0..H). An action is feasible iff it is allowed and all of its
+    positive-probability successors are feasible at t + 1; a state is feasible iff it is allowed
+    and has a feasible action. Returns (V_0, policy (H, X), Q (H, X, A) or None), with V_0 = -inf
+    at infeasible states and Q = -inf at infeasible actions; the policy is greedy over the
+    feasible actions (the no-op where a state has none).
     """
+    v, _, policy, q_all = _constrained_induction(
+        model, rewards, terminal, allowed, keep_q, tol, on_path
+    )
+    return v, policy, q_all
+
+
+def _constrained_induction(model: DRMDP, rewards, terminal, allowed, keep_q, tol, on_path):
+    """backward_induction, also returning the (X,) bool feasibility of every state at t = 0."""
     H, X, A = model.horizon, model.n_aug, model.n_actions
-    v = np.zeros(X) if terminal is None else np.asarray(terminal, np.float64)
+    v = np.zeros(X) if terminal is None else np.array(terminal, np.float64)
+    feasible = v > -np.inf
     if on_path is not None:
-        v = np.where(on_path(H), v, _INFEASIBLE)
+        feasible &= on_path(H)
+    positive = model.probs > 0  # zero-probability padding never constrains a row
     policy = np.empty((H, X), dtype=np.int64)
     q_all = np.empty((H, X, A)) if keep_q else None
     noop = model.noop_index
     for t in reversed(range(H)):
         r = rewards(t) if callable(rewards) else rewards
-        q = r + _expect(model, v).reshape(X, A)
+        q = r + _expect(model, np.where(feasible, v, 0.0)).reshape(X, A)
+        if feasible.all():
+            ok = np.ones((X, A), dtype=bool)
+        else:
+            ok = np.all(feasible[model.successors] | ~positive, axis=1).reshape(X, A)
         if allowed is not None:
-            q = np.where(_mask_at(allowed, t), q, _INFEASIBLE)
+            ok &= _mask_at(allowed, t)
+        q = np.where(ok, q, -np.inf)
         policy[t] = _greedy(q, noop, tol)
-        v = np.maximum(q.max(axis=1), _INFEASIBLE)  # keep infeasibility from compounding to -inf
+        feasible = ok.any(axis=1)
         if on_path is not None:
-            v = np.where(on_path(t), v, _INFEASIBLE)
+            feasible &= on_path(t)
+        v = np.where(feasible, q.max(axis=1), -np.inf)
         if keep_q:
             q_all[t] = q
-    return v, policy, q_all
+    return v, feasible, policy, q_all
+
+
+def _start_value(model: DRMDP, v0: np.ndarray, feasible: np.ndarray) -> float:
+    """E[V_0(x_0)] over the initial distribution; -inf if a possible start is infeasible."""
+    d0 = model.initial.reshape(-1)
+    support = d0 > 0
+    if not feasible[support].all():
+        return -np.inf
+    return float(d0[support] @ v0[support])
 
 
 def _expect(model: DRMDP, v: np.ndarray) -> np.ndarray:
@@ -133,7 +167,8 @@ def _near_best(q: np.ndarray, tol: float) -> np.ndarray:
 
 
 def _greedy(q: np.ndarray, noop: int, tol: float) -> np.ndarray:
-    """argmax_a q[x, a] per row; near-ties go to the no-op, then to the lowest index."""
+    """argmax_a q[x, a] per row; near-ties go to the no-op, then to the lowest index (a row that
+    is all -inf, with no feasible action, gets the no-op)."""
     near_best = _near_best(q, tol)
     return np.where(near_best[:, noop], noop, near_best.argmax(axis=1))
 
@@ -149,33 +184,42 @@ def solve_dp(
     """Optimal value and greedy policy of a DP-tractable objective (see the module docstring).
 
     allowed: optional bool mask (H, |S||Theta|, |A|) restricting actions (e.g. to those that
-    cannot influence theta, as constrained_real_time does in recommender.py).
+    cannot influence theta, as constrained_real_time does in recommender.py). Disallowed actions
+    get Q = -inf; if no policy can keep to the allowed actions, the value is -inf.
     """
     H, X, A = model.horizon, model.n_aug, model.n_actions
-    d0 = model.initial.reshape(X)
     if objective == "final":
         return _solve_final(model, keep_q, allowed, tol)
     rewards = _objective_rewards(model, objective, theta_star)
     if objective == "myopic":  # horizon 1 at every t: greedy in the immediate reward
         policy = np.empty((H, X), dtype=np.int64)
         q_all = np.empty((H, X, A)) if keep_q else None
+        stuck = np.zeros((H, X), dtype=bool)  # states with no allowed action
         for t in range(H):
-            q = rewards if allowed is None else np.where(_mask_at(allowed, t), rewards, _INFEASIBLE)
+            q = rewards if allowed is None else np.where(_mask_at(allowed, t), rewards, -np.inf)
             policy[t] = _greedy(q, model.noop_index, tol)
+            stuck[t] = np.isneginf(q).all(axis=1)
             if keep_q:
                 q_all[t] = q
         policy = policy.reshape(H, model.n_states, model.n_thetas)
+        value = evaluate_policy(model, policy, "real_time")  # myopic's value: real-time return
+        if allowed is not None:
+            reached = state_marginals(model, policy)[:H].reshape(H, X) > 0
+            if (reached & stuck).any():
+                value = -np.inf  # a reachable state has no allowed action
         return DPSolution(
             objective,
-            evaluate_policy(model, policy, "real_time"),  # myopic's value: its real-time return
+            value,
             policy,
             rewards.max(axis=1).reshape(model.n_states, model.n_thetas),
             None if q_all is None else q_all.reshape(H, model.n_states, model.n_thetas, A),
         )
-    v0, policy, q = backward_induction(model, rewards, allowed=allowed, keep_q=keep_q, tol=tol)
+    v0, feasible, policy, q = _constrained_induction(
+        model, rewards, None, allowed, keep_q, tol, None
+    )
     return DPSolution(
         objective,
-        float(d0 @ v0),
+        _start_value(model, v0, feasible),
         policy.reshape(H, model.n_states, model.n_thetas),
         v0.reshape(model.n_states, model.n_thetas),
         None if q is None else q.reshape(H, model.n_states, model.n_thetas, A),
@@ -219,15 +263,15 @@ def _solve_final(model: DRMDP, keep_q: bool, allowed, tol: float) -> DPSolution:
             "final reward is solved exactly by DP only for deterministic transitions and a single "
             "(s0, theta0); use exact.solve_exact (or evaluate_policy for a given policy)"
         )
-    X = model.n_aug
-    d0 = model.initial.reshape(X)
     rbar = expected_rewards(model)
     best = None
     for f in range(model.n_thetas):
-        terminal = np.where(model.theta_of == f, 0.0, _INFEASIBLE)
-        v0, policy, q = backward_induction(model, rbar[f], terminal, allowed, keep_q, tol)
-        value = float(d0 @ v0)
-        if best is None or value > best[0] + tol * (1 + abs(best[0])):
+        terminal = np.where(model.theta_of == f, 0.0, -np.inf)  # the constraint theta_H = f
+        v0, feasible, policy, q = _constrained_induction(
+            model, rbar[f], terminal, allowed, keep_q, tol, None
+        )
+        value = _start_value(model, v0, feasible)  # -inf if theta_H = f is unreachable
+        if best is None or _beats(value, best[0], tol):
             best = (value, policy, v0, q)
     value, policy, v0, q = best
     H, S, T, A = model.horizon, model.n_states, model.n_thetas, model.n_actions
@@ -238,6 +282,13 @@ def _solve_final(model: DRMDP, keep_q: bool, allowed, tol: float) -> DPSolution:
         v0.reshape(S, T),
         None if q is None else q.reshape(H, S, T, A),
     )
+
+
+def _beats(value: float, incumbent: float, tol: float) -> bool:
+    """value > incumbent by more than tol * (1 + |incumbent|); anything finite beats -inf."""
+    if incumbent == -np.inf:
+        return value > incumbent
+    return value > incumbent + tol * (1 + abs(incumbent))
 
 
 # --- evaluating a given policy --------------------------------------------------------------------
@@ -342,13 +393,25 @@ def _evaluate_final(model: DRMDP, policy: np.ndarray) -> float:
 
 # --- influence incentives (Definition 7) via constrained DP ---------------------------------------
 def noop_theta_path(model: DRMDP, include_theta_H: bool = False) -> np.ndarray | None:
-    """pi_noop's theta-path (theta_0..theta_{H-1}, or ..theta_H) if deterministic, else None."""
-    marg = natural_theta_marginals(model)
-    if not include_theta_H:
-        marg = marg[:-1]
-    if not np.all(np.isclose(marg.max(axis=1), 1.0)):
-        return None
-    return marg.argmax(axis=1)
+    """pi_noop's theta-path (theta_0..theta_{H-1}, or ..theta_H) if deterministic, else None.
+
+    Decided on supports (transitions with positive probability), not on rounded marginals, so
+    that pi_noop itself always keeps theta on the returned path.
+    """
+    X, A = model.n_aug, model.n_actions
+    rows = np.arange(X) * A + model.noop_index
+    successors, positive = model.successors[rows], model.probs[rows] > 0
+    reach = model.initial.reshape(X) > 0
+    path = []
+    for _ in range(model.horizon + int(include_theta_H)):
+        thetas = np.unique(model.theta_of[reach])
+        if len(thetas) != 1:
+            return None
+        path.append(thetas[0])
+        nxt = np.zeros(X, dtype=bool)
+        nxt[successors[reach][positive[reach]]] = True
+        reach = nxt
+    return np.array(path, dtype=np.int64)
 
 
 def influence_incentive(
@@ -362,10 +425,20 @@ def influence_incentive(
 
     Exact when pi_noop's theta-path is deterministic (e.g. a fixed theta_0 that inaction never
     moves): then pi does not influence iff, with probability 1, theta_t stays on that path, a
-    reachability constraint that DP can enforce. The incentive exists iff the unconstrained
-    optimum beats the best non-influencing value by more than tol * (1 + |V*|); near-ties count
-    as "a non-influencing policy is optimal". Also returns both values: the non-influencing
-    optimum is exactly the constrained_real_time value when objective="real_time".
+    reachability constraint that DP enforces with a boolean feasibility table (a state is
+    feasible iff it is on the path and some action keeps every positive-probability successor
+    feasible). The incentive exists iff the unconstrained optimum beats the best non-influencing
+    value by more than tol * (1 + |V*|); near-ties count as "a non-influencing policy is optimal".
+    For myopic, the optimal policies are the greedy ones, so the incentive exists iff no greedy
+    policy keeps theta on the path.
+
+    Returns {"incentive", "optimal_value", "best_non_influencing_value",
+    "non_influencing_policy"}. best_non_influencing_value is None when no candidate policy is
+    non-influencing (for myopic: no greedy policy keeps theta on the path; pi_noop is always a
+    candidate for the other objectives), and then incentive is True: every optimal policy
+    influences. The non-influencing optimum is exactly the constrained_real_time value when
+    objective="real_time". non_influencing_policy is meaningful only when
+    best_non_influencing_value is not None.
     """
     path = noop_theta_path(model, include_theta_H)
     if path is None:
@@ -376,24 +449,26 @@ def influence_incentive(
     best = solve_dp(model, objective, theta_star, keep_q=False, tol=tol).value
     last = len(path)
     on_path = lambda t: model.theta_of == path[t] if t < last else np.ones(model.n_aug, bool)  # noqa: E731
-    d0 = model.initial.reshape(-1)
     if objective == "myopic":  # can a policy that is greedy everywhere keep theta on the path?
         r = real_time_rewards(model)
-        greedy = _near_best(r, tol)
-        v0, policy, _ = backward_induction(
-            model, np.zeros_like(r), allowed=greedy, keep_q=False, tol=tol, on_path=on_path
-        )
-        incentive = d0 @ v0 < _INFEASIBLE / 2
-        policy = policy.reshape(model.horizon, model.n_states, model.n_thetas)
-        non_influencing = None if incentive else evaluate_policy(model, policy)
+        rewards, allowed = np.zeros_like(r), _near_best(r, tol)
     else:
-        rewards = _objective_rewards(model, objective, theta_star)
-        v0, policy, _ = backward_induction(model, rewards, keep_q=False, tol=tol, on_path=on_path)
-        non_influencing = float(d0 @ v0)
+        rewards, allowed = _objective_rewards(model, objective, theta_star), None
+    v0, feasible, policy, _ = _constrained_induction(
+        model, rewards, None, allowed, False, tol, on_path
+    )
+    policy = policy.reshape(model.horizon, model.n_states, model.n_thetas)
+    value = _start_value(model, v0, feasible)
+    if value == -np.inf:  # no non-influencing candidate: every optimal policy influences
+        non_influencing, incentive = None, True
+    elif objective == "myopic":  # a greedy policy that does not influence is myopic-optimal
+        non_influencing, incentive = evaluate_policy(model, policy), False
+    else:
+        non_influencing = value
         incentive = best > non_influencing + tol * (1 + abs(best))
     return {
         "incentive": bool(incentive),
         "optimal_value": best,
         "best_non_influencing_value": non_influencing,
-        "non_influencing_policy": policy.reshape(model.horizon, model.n_states, model.n_thetas),
+        "non_influencing_policy": policy,
     }

@@ -18,7 +18,7 @@ from alignlab.core.experiment import Experiment, register
 
 from .horizon import conspiracy_threshold, incentive_fraction_by_horizon
 from .recommender import recommender_study
-from .table4 import OBJECTIVE_NAMES, compute_table4, explain_mismatches
+from .table4 import DEFAULT_READINGS, OBJECTIVE_NAMES, compute_table4, explain_mismatches
 
 PAPER = "Carroll et al. 2024, AI Alignment with Changing and Influenceable Reward Functions"
 CAUTIOUS = ("constrained_real_time", "pareto_ud")
@@ -53,6 +53,8 @@ def run_table4(ctx) -> dict:
     disagreements = explain_mismatches(**readings)
     # the third-party reading: Initial-reward cells claimed for every theta_0 (52 cells)
     for_all = compute_table4(**{**readings, "initial_theta0": "all"})
+    # xi^theta including theta_H: the reading under which the paper's Clickbait cell holds
+    with_theta_H = compute_table4(**{**readings, "include_theta_H": True})
     return {
         **table,
         "disagreements": disagreements,
@@ -61,25 +63,47 @@ def run_table4(ctx) -> dict:
             "n_match": for_all["n_match"],
             "mismatches": for_all["mismatches"],
         },
+        "theta_H_included": {
+            "n_match": with_theta_H["n_match"],
+            "mismatches": with_theta_H["mismatches"],
+            "undesirable_cells": with_theta_H["claims"]["undesirable_cells"],
+        },
     }
 
 
-def _claim_table_matches(r: dict) -> tuple:
-    explained = [d for d in r["disagreements"] if d["explained"]]
-    lines = [
-        f"{d['id']}: paper {d['paper']['actions']} {d['paper']['judgement']}; measured "
-        f"{d['measured']['representative']} {d['measured']['judgement']} — explained by "
-        + "; ".join(f"{e['readings']} ({e['effect']})" for e in d["explained_by"])
-        if d["explained"]
-        else f"{d['id']}: UNEXPLAINED — {d['reason']}"
-        for d in r["disagreements"]
+def _documented_explanations(d: dict) -> list[dict]:
+    """Explanations that switch to a documented alternative reading. Switching back to the
+    paper's main reading does not count: a table computed under alternative readings that
+    disagrees with the paper is not explained by an ambiguity."""
+    return [
+        e
+        for e in d["explained_by"]
+        if all(DEFAULT_READINGS[k] != v for k, v in e["readings"].items())
     ]
+
+
+def _claim_table_matches(r: dict) -> tuple:
+    explained = {d["id"]: _documented_explanations(d) for d in r["disagreements"]}
+    lines = []
+    for d in r["disagreements"]:
+        head = (
+            f"{d['id']}: paper {d['paper']['actions']} {d['paper']['judgement']}; measured "
+            f"{d['measured']['representative']} {d['measured']['judgement']}"
+        )
+        if explained[d["id"]]:
+            why = "; ".join(f"{e['readings']} ({e['effect']})" for e in explained[d["id"]])
+            lines.append(f"{head} — explained by the alternative reading {why}")
+        else:
+            lines.append(f"{head} — NOT explained by a documented alternative reading")
+    n_explained = sum(bool(e) for e in explained.values())
     measured = (
-        f"{r['n_match']}/{r['n_cells']} cells match; "
-        f"{len(explained)}/{len(r['disagreements'])} disagreements explained by a reading "
-        f"(for-all-θ₀ reading: {r['all_theta0']['n_match']}/{r['all_theta0']['n_cells']})"
+        f"{r['n_match']}/{r['n_cells']} cells match ({len(r['vacuous'])} of them vacuous); "
+        f"{n_explained}/{len(r['disagreements'])} disagreements explained by a documented "
+        f"reading (for-all-θ₀ reading: {r['all_theta0']['n_match']}/{r['all_theta0']['n_cells']})"
     )
-    return measured, len(explained) == len(r["disagreements"]), "\n".join(lines)
+    if r["vacuous"]:
+        lines.append(f"vacuous cells (every policy optimal): {', '.join(r['vacuous'])}")
+    return measured, n_explained == len(r["disagreements"]), "\n".join(lines)
 
 
 def _claim_incentives(r: dict) -> tuple:
@@ -99,26 +123,37 @@ def _cautious_cells(r: dict, objective: str) -> list[dict]:
 
 
 def _claim_cautious(r: dict) -> tuple:
+    """'Undesirable influence' is a behaviour that influences (Def. 6) and is judged ✗.
+
+    Under the default reading of Def. 5 (ξ^θ = θ₀..θ_{H−1}) constrained RT plays last-step
+    clickbait in Clickbait: ✗, but not influence, since θ_H is outside ξ^θ. The stricter claim
+    "no ✗ behaviour at all" fails there and holds with θ_H in ξ^θ; the detail reports both.
+    """
     forgo = r["claims"]["claim3_cautious_forgo_beneficial"]
     bad, lines = {}, []
     for o in CAUTIOUS:
         cells = _cautious_cells(r, o)
-        # "undesirable influence": the behaviour influences (Def. 6) and is judged ✗
         bad[o] = [c["id"] for c in cells if c["influences"] and c["judgement"] == "✗"]
         lines.append(
             f"{OBJECTIVE_NAMES[o]}: undesirable influence in {bad[o] or 'no example'}; forgoes "
             f"beneficial influence in {forgo[o] or 'no example'}"
         )
-        for c in cells:
-            if c["judgement"] == "✗" and not c["influences"]:
-                lines.append(
-                    f"  note: {c['id']} plays {c['representative']} (✗) without influencing "
-                    "ξ^θ under this reading of Def. 5"
-                )
+    strict = {o: r["claims"]["undesirable_cells"][o] for o in CAUTIOUS}
+    strict_h = {o: r["theta_H_included"]["undesirable_cells"][o] for o in CAUTIOUS}
+    lines.append(
+        "stricter reading, no ✗ behaviour at all: "
+        f"{sum(map(len, strict.values()))} ✗ cells under this run's ξ^θ ({strict}), "
+        f"{sum(map(len, strict_h.values()))} with θ_H included in ξ^θ ({strict_h})"
+    )
     holds = all(not bad[o] and forgo[o] for o in CAUTIOUS)
-    measured = ", ".join(
-        f"{OBJECTIVE_NAMES[o]}: {len(bad[o])} undesirable, forgoes in {len(forgo[o])}"
-        for o in CAUTIOUS
+    measured = (
+        ", ".join(
+            f"{OBJECTIVE_NAMES[o]}: {len(bad[o])} undesirable influences, forgoes beneficial "
+            f"influence in {len(forgo[o])} examples"
+            for o in CAUTIOUS
+        )
+        + f"; ✗ behaviour without influence: {sum(map(len, strict.values()))} "
+        f"(θ_H in ξ^θ: {sum(map(len, strict_h.values()))})"
     )
     return measured, holds, "\n".join(lines)
 
@@ -236,7 +271,10 @@ def plot_horizon(results: dict, ctx) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     a.plot(c["horizons"], c["noop_value"], "o-", label="noop (10H)")
     a.plot(c["horizons"], c["influence_value"], "s-", label="influence (−100 + 100(H−1))")
-    a.axvline(c["threshold"], color="grey", ls=":", label=f"incentive from H = {c['threshold']}")
+    if c["threshold"] is not None:  # None: no incentive up to max_horizon
+        a.axvline(
+            c["threshold"], color="grey", ls=":", label=f"incentive from H = {c['threshold']}"
+        )
     a.set(xlabel="horizon H", ylabel="real-time return", title="Conspiracy Influence")
     a.legend(fontsize=7)
     b.plot(p["x"], p["y"], "o-")
@@ -265,6 +303,10 @@ class RecommenderConfig:
     def validate(self):
         if self.horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {self.horizon}")
+        if self.n_categories < 2 or self.n_levels < 2:
+            raise ValueError("n_categories and n_levels must each be >= 2")
+        if self.engagement_gain < 0:
+            raise ValueError(f"engagement_gain must be >= 0, got {self.engagement_gain}")
         for name in ("theta0_level", "privileged_level"):
             if not 0 <= getattr(self, name) < self.n_levels:
                 raise ValueError(f"{name} must be in [0, n_levels={self.n_levels})")
