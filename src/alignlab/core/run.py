@@ -98,6 +98,11 @@ class Checkpointer:
     def exists(self) -> bool:
         return self._readable_dir() is not None
 
+    def last_step(self) -> int | None:
+        """The step of the newest checkpoint, without loading it; None if there is none."""
+        d = self._readable_dir()
+        return None if d is None else int(read_json(d / "state.json")["step"])
+
     def _readable_dir(self) -> Path | None:
         for d in (self.dir, self.dir.with_name("checkpoint.old")):
             if (d / "state.json").is_file():
@@ -447,9 +452,8 @@ def _execute_locked(exp, spec, cfg, device, run_dir, header, status) -> RunOutco
         (run_dir / name).unlink(missing_ok=True)
     rng = seed_everything(spec.seed)
     ctx = RunContext(exp, cfg, spec.preset, spec.seed, run_dir, device, resuming, spec.quiet, rng)
-    ckpt = ctx.checkpoint
     if resuming:
-        last = read_json(ckpt._readable_dir() / "state.json")["step"] if ckpt.exists() else None
+        last = ctx.checkpoint.last_step()
         _truncate_metrics(run_dir, last)
         ctx.log(f"resuming from step {last}" if last is not None else "restarting (no checkpoint)")
     else:
