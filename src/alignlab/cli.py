@@ -93,7 +93,8 @@ def list_experiments() -> None:
     table.add_column("paper")
     table.add_column("description")
     for exp in registry.experiments():
-        table.add_row(exp.name, exp.paper, exp.description)
+        wip = " [yellow](work in progress)[/]" if exp.wip else ""
+        table.add_row(exp.name + wip, exp.paper, exp.description)
     stdout.print(table)
 
 
@@ -204,7 +205,15 @@ def reproduce(
                 f"Unknown system {s!r}.{did_you_mean(s, systems)} "
                 f"Implemented systems: {', '.join(systems)}."
             )
-    exps = [e for e in registry.experiments() if not only or e.system in only]
+    exps = [e for e in registry.experiments() if e.system in only] if only else []
+    if not only:
+        exps = [e for e in registry.experiments() if not e.wip]
+        skipped = sorted({e.system for e in registry.experiments() if e.wip})
+        if skipped:
+            console.print(
+                f"[yellow]left out (work in progress, claims not reproduced yet):[/] "
+                f"{', '.join(skipped)}; include with --only SYSTEM"
+            )
     dirs, failures = [], []
     for exp in exps:
         console.rule(f"[bold]{exp.name}[/] ({preset})")

@@ -1,4 +1,5 @@
 import json
+import re
 
 from typer.testing import CliRunner
 
@@ -147,3 +148,20 @@ def test_sweep_markdown_on_stdout_is_not_wrapped(tmp_path, toy):
     assert r.exit_code == 0, r.output
     rows = [line for line in r.stdout.splitlines() if line.startswith("| converges")]
     assert len(rows) == 1 and rows[0].endswith("|")
+
+
+def test_reproduce_leaves_out_work_in_progress_systems(tmp_path, toy, monkeypatch):
+    import dataclasses
+
+    from alignlab.core import experiment as registry
+
+    wip = dataclasses.replace(toy.TOY, name="wipsys.demo", wip=True)
+    monkeypatch.setattr(registry, "_REGISTRY", {**registry._REGISTRY, "wipsys.demo": wip})
+    r = invoke("reproduce", "--preset", "smoke", "--out", str(tmp_path))
+    assert r.exit_code == 0, r.output
+    assert "left out (work in progress" in r.output and "wipsys" in r.output
+    exps = {c["experiment"] for c in json.loads((tmp_path / "claims.json").read_text())}
+    assert "toy.regression" in exps and "wipsys.demo" not in exps
+    r = invoke("reproduce", "--preset", "smoke", "--only", "wipsys", "--out", str(tmp_path / "w"))
+    assert r.exit_code == 0, r.output
+    assert re.search(r"wipsys\.demo\s+\(work", invoke("list").output)

@@ -175,3 +175,32 @@ def test_to_torch_keeps_integers_and_uses_the_default_float():
     assert batch["obs"].dtype == torch.get_default_dtype()
     assert batch["offset"].dtype == torch.int64 and batch["random_goal"].dtype == torch.bool
     assert batch["goal"].shape == (8, 3)
+
+
+def test_min_offset_zero_follows_the_truncated_law_with_the_current_state():
+    """min_offset=0: P(Delta = k) = gamma^k (1 - gamma) / (1 - gamma^(K+1)), k = 0 .. K."""
+    length, gamma, n = 6, 0.7, 30_000
+    data = EpisodeDataset.from_episodes(labelled_episodes([length] * 500))
+    batch = data.sample(n, np.random.default_rng(2), gamma, min_offset=0)
+    episode, step, _ = batch["obs"].T
+    assert (batch["goal"][:, 0] == episode).all() and (batch["goal"][:, 1] >= step).all()
+    assert (batch["offset"] == batch["goal"][:, 1] - step).all()
+    assert (batch["goal_action"] == batch["action"])[batch["offset"] == 0].all()
+    remaining = (length - 1 - step).astype(int)
+    law = {
+        (K, k): gamma**k * (1 - gamma) / (1 - gamma ** (K + 1)) / (length - 1)
+        for K in range(1, length)
+        for k in range(0, K + 1)
+    }
+    observed = np.array([np.sum((remaining == K) & (batch["offset"] == k)) for K, k in law])
+    assert stats.chisquare(observed, n * np.array(list(law.values()))).pvalue > 0.01
+    with pytest.raises(ValueError, match="min_offset"):
+        data.sample(4, np.random.default_rng(0), 0.9, min_offset=2)
+
+
+def test_default_min_offset_is_unchanged_and_next_action_is_the_successors():
+    data = EpisodeDataset.from_episodes(labelled_episodes([7, 12, 3]))
+    a = data.sample(64, np.random.default_rng(5), 0.9, random_goal_prob=0.5)
+    b = data.sample(64, np.random.default_rng(5), 0.9, random_goal_prob=0.5, min_offset=1)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert (a["next_action"] == a["action"] + 1).all()  # action = 1000 * episode + step

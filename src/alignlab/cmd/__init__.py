@@ -9,6 +9,9 @@ exact on finite MDPs, its alternatives, and the environments of the notes' scale
 - distances.py  exact d_SD (state, state-action, pair, critic target), alternatives, quasimetric check
 - maze.py       GridMaze (gymnasium), its transition tensor, the A -> B, B -> C stitching data, oracle
 - pointmaze.py  the one-way 2D pointmaze with snapped dynamics and Gaussian noise (gymnasium)
+- methods/      CMD-2, CMD-1 and the baselines CRL, GCBC, TD, QRL (one module each, one config)
+- train.py      the shared offline loop: sample, update, log, evaluate, checkpoint/resume
+- experiments.py  cmd.stitching, cmd.triangle, cmd.pointmaze and their claims
 """
 
 from .distances import (

@@ -50,6 +50,9 @@ class Experiment:
     run: Callable[[Any], dict[str, Any]]
     claims: list[Claim] = field(default_factory=list)
     plots: Callable[[dict[str, Any], Any], None] | None = None
+    #: work in progress: its claims do not reproduce yet, so `alignlab reproduce` leaves it
+    #: out unless `--only` names its system; `alignlab list` marks it
+    wip: bool = False
 
     def __post_init__(self):
         if "." not in self.name:

@@ -125,6 +125,7 @@ class EpisodeDataset:
         rng: np.random.Generator,
         gamma: float,
         random_goal_prob: float = 0.0,
+        min_offset: int = 1,
     ) -> dict[str, np.ndarray]:
         """A batch of anchors (s, a), next states s' and goals g with their actions a_g.
 
@@ -133,22 +134,31 @@ class EpisodeDataset:
         docstring), drawn by inverse CDF; with probability `random_goal_prob` per row it is a
         uniformly random dataset state instead (`random_goal` True, `offset` -1).
 
-        Returns obs, action, next_obs, goal, goal_action, offset, random_goal, and the flat
-        indices `index` (anchor) and `goal_index`.
+        `min_offset=0` counts the current state too: P(Delta = k) = gamma^k (1 - gamma) /
+        (1 - gamma^(K+1)), k = 0 .. K, the occupancy with the k = 0 term, for which the
+        successor distance is a quasimetric (cmd.distances.successor_distance). The default 1
+        is the strictly-future law of the module docstring.
+
+        Returns obs, action, next_obs, next_action, goal, goal_action, offset, random_goal, and
+        the flat indices `index` (anchor) and `goal_index`.
         """
         if not 0.0 < gamma < 1.0:
             raise ValueError(f"gamma must lie in (0, 1), got {gamma}")
         if not 0.0 <= random_goal_prob <= 1.0:
             raise ValueError(f"random_goal_prob must lie in [0, 1], got {random_goal_prob}")
+        if min_offset not in (0, 1):
+            raise ValueError(f"min_offset must be 0 or 1, got {min_offset}")
         if len(self.anchors) == 0:
             raise ValueError("no state has a successor in its episode: every episode has length 1")
         index = self.anchors[rng.integers(len(self.anchors), size=batch_size)]
         remaining = self.episode_end[index] - index  # K >= 1
-        # Inverse CDF of the truncated geometric: CDF(k) = (1 - gamma^k) / (1 - gamma^K).
+        # Inverse CDF of the truncated geometric: CDF(k) = (1 - gamma^k) / (1 - gamma^K);
+        # with min_offset 0 the same law on Delta + 1 over 1 .. K + 1.
         u = rng.random(batch_size)
-        mass = -np.expm1(remaining * np.log(gamma))  # 1 - gamma^K, accurate for small K
+        n = remaining + (1 - min_offset)
+        mass = -np.expm1(n * np.log(gamma))  # 1 - gamma^n, accurate for small n
         offset = np.ceil(np.log1p(-u * mass) / np.log(gamma)).astype(np.int64)
-        offset = np.clip(offset, 1, remaining)  # guards u = 0 and rounding at the edges
+        offset = np.clip(offset, 1, n) - (1 - min_offset)  # guards u = 0 and rounding
         goal_index = index + offset
         random_goal = rng.random(batch_size) < random_goal_prob
         goal_index = np.where(random_goal, rng.integers(len(self), size=batch_size), goal_index)
@@ -156,6 +166,7 @@ class EpisodeDataset:
             "obs": self.obs[index],
             "action": self.action[index],
             "next_obs": self.obs[index + 1],
+            "next_action": self.action[index + 1],
             "goal": self.obs[goal_index],
             "goal_action": self.action[goal_index],
             "offset": np.where(random_goal, -1, offset),

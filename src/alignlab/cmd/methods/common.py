@@ -1,0 +1,163 @@
+"""What every method shares: the hyperparameters, the action encoding, the optimiser plumbing.
+
+All six methods (CMD-2, CMD-1, CRL, GCBC, TD, QRL) read one `MethodConfig`, as in the
+notebook's single script with shared hyperparameters (CMD notes, "Controlled 2D Pointmaze"),
+and have the same shape:
+
+    method = METHODS[name](obs_dim, act_spec, cfg)
+    losses = method.update(batch)          # one gradient step on a to_torch'd batch
+    a      = method.act(obs, goal)          # greedy goal-conditioned actions (numpy in/out)
+    method.state_dict() / load_state_dict() # weights *and* optimiser state, for exact resume
+
+Actions. `ActionSpec.candidates` (K, act_dim) is a finite action set in the encoding the
+networks see: the one-hot rows of a discrete action space (grid maze), or K unit directions
+for the pointmaze, whose dynamics snap any action to the successor with the largest cosine
+(pointmaze.py), so a fine set of directions loses little. Policy extraction is then an
+argmin/argmax over the candidates: the "simple discrete action set" choice of the brief,
+used for every method alike, instead of a learned continuous actor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclasses.dataclass
+class MethodConfig:
+    """Hyperparameters shared by all methods (paper names; notes' scaled-down defaults)."""
+
+    gamma: float = 0.9  # discount of the future-goal distribution (notes: 0.8-0.99)
+    batch_size: int = 256
+    hidden: tuple[int, ...] = (128, 128)  # notes: MLPs 2 x 128
+    repr_dim: int = 64  # phi/psi and quasimetric embedding size
+    lr: float = 3e-4  # Adam, notes' scaled-down setting
+    grad_clip: float = 1.0  # notebook: grad clip 1.0
+    activation: str = "relu"
+    head: str = "mrn"  # quasimetric head: mrn | iqe | mlp (the unconstrained ablation)
+    mrn_components: int = 1
+    infonce: str = "symmetric"  # the run.py default
+    margin: float = 0.35  # CMD-2 Lagrange margin on the positive hinge
+    lam_init: float = 1.0  # CMD-2 lambda at the start (lambda = softplus(raw) + 0.01)
+    potential: bool = True  # CMD-1: f = c(g) - d; False is --nopotential
+    tau: float = 0.005  # TD target network Polyak rate
+    td_random_goal_prob: float = 0.5  # TD: share of rows relabelled with another row's goal
+    qrl_eps: float = 0.25  # QRL: local constraint E relu(d(x, x') - 1)^2 <= eps^2
+    qrl_offset: float = 50.0  # QRL: maximise -softplus(offset - d) over random pairs
+    qrl_beta: float = 0.1  # softness of that softplus
+    goal_current: bool = False  # goals at offset >= 0 (the k = 0 occupancy), else >= 1
+
+    def validate(self):
+        if not 0 < self.gamma < 1:
+            raise ValueError(f"gamma must lie in (0, 1), got {self.gamma}")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be >= 2 (in-batch negatives)")
+        if self.head not in ("mrn", "iqe", "mlp"):
+            raise ValueError(f"unknown head {self.head!r}; valid heads: mrn, iqe, mlp")
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionSpec:
+    """A finite candidate action set in the networks' encoding; `discrete` acts by index."""
+
+    candidates: np.ndarray  # (K, act_dim) float32
+    discrete: bool
+
+    @classmethod
+    def discrete_actions(cls, n: int) -> ActionSpec:
+        return cls(np.eye(n, dtype=np.float32), True)
+
+    @classmethod
+    def directions(cls, n: int = 16) -> ActionSpec:
+        angle = 2 * np.pi * np.arange(n) / n
+        return cls(np.stack([np.cos(angle), np.sin(angle)], 1).astype(np.float32), False)
+
+    @property
+    def dim(self) -> int:
+        return self.candidates.shape[1]
+
+    def encode(self, actions: np.ndarray) -> np.ndarray:
+        """Dataset actions -> network encoding: one-hot for discrete, as-is otherwise."""
+        if self.discrete:
+            return self.candidates[np.asarray(actions, dtype=np.int64)]
+        return np.asarray(actions, dtype=np.float32)
+
+    def decode(self, index: np.ndarray) -> np.ndarray:
+        """Chosen candidate indices -> environment actions."""
+        return index if self.discrete else self.candidates[index]
+
+
+class Method(nn.Module):
+    """Base class: subclasses build networks, then call `_make_optimizer()`."""
+
+    name = "method"
+
+    def __init__(self, obs_dim: int, act_spec: ActionSpec, cfg: MethodConfig):
+        super().__init__()
+        self.obs_dim, self.act_spec, self.cfg = obs_dim, act_spec, cfg
+        self.sa_dim = obs_dim + act_spec.dim
+        self.register_buffer("candidates", torch.as_tensor(act_spec.candidates))
+
+    def _make_optimizer(self) -> None:
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
+
+    def _step(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+
+    # ---- acting: every method scores (s, a_k, g) for the K candidates and takes the best ----
+
+    def score(self, obs: torch.Tensor, cand: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """(B, K) scores of candidate actions, higher = better. Subclasses define it."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        """Greedy actions for a batch: argmax over the candidate set of `score`."""
+        obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32))
+        goal_t = torch.as_tensor(np.asarray(goal, dtype=np.float32))
+        best = self.score(obs_t, self.candidates, goal_t).argmax(dim=1).numpy()
+        return self.act_spec.decode(best)
+
+    @staticmethod
+    def tile_sa(obs: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        """[s_b, a_k] for every row b and candidate k: (B, K, sa_dim)."""
+        B, K = obs.shape[0], cand.shape[0]
+        return torch.cat([obs[:, None].expand(B, K, -1), cand[None].expand(B, K, -1)], -1)
+
+    # ---- checkpoints: weights and the optimiser's state as flat tensors ----
+
+    def full_state(self) -> dict[str, torch.Tensor]:
+        """Module weights under "model.*", Adam moments/steps under "optim.<param>.<key>"."""
+        out = {f"model.{k}": v for k, v in self.state_dict().items()}
+        for i, st in self.optimizer.state_dict()["state"].items():
+            for key, value in st.items():
+                out[f"optim.{i}.{key}"] = torch.as_tensor(value)
+        return out
+
+    def load_full_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.load_state_dict(
+            {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+        )
+        opt = self.optimizer.state_dict()
+        state: dict[int, dict] = {}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, i, key = k.split(".", 2)
+                state.setdefault(int(i), {})[key] = v.clone()
+        opt["state"] = state
+        self.optimizer.load_state_dict(opt)
+
+
+def sa_cat(obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    return torch.cat([obs, action], dim=-1)
+
+
+def softplus_inverse(y: float) -> float:
+    return y + math.log(-math.expm1(-y))
