@@ -234,6 +234,7 @@ def run_horizon(ctx) -> dict:
         n_states=cfg.n_states,
         n_thetas=cfg.n_thetas,
         n_actions=cfg.n_actions,
+        progress=lambda it, total: ctx.track(it, total, "horizons"),
     )
     from scipy.stats import spearmanr
 

@@ -128,6 +128,7 @@ def incentive_fraction_by_horizon(
     n_states: int = 3,
     n_thetas: int = 3,
     n_actions: int = 3,
+    progress=None,
 ) -> dict:
     """The fraction of random DR-MDPs (random_influence_drmdp) with a real-time influence
     incentive, for H = 1..max_horizon. The same models are used at every horizon.
@@ -137,9 +138,10 @@ def incentive_fraction_by_horizon(
     rng = np.random.default_rng(seed)
     models = [random_influence_drmdp(rng, n_states, n_thetas, n_actions) for _ in range(n_models)]
     horizons = list(range(1, max_horizon + 1))
+    track = progress or (lambda it, total: it)  # e.g. RunContext.track: a progress bar
     counts = [
         sum(influence_incentive(m.with_horizon(h), "real_time")["incentive"] for m in models)
-        for h in horizons
+        for h in track(horizons, total=len(horizons))
     ]
     return {
         "horizons": horizons,
