@@ -1,10 +1,13 @@
 """The six methods: updates learn, the CMD-2 target is the change of variables, heads are exact."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from alignlab.cmd import check_quasimetric, random_mdp, sample_episodes
+from alignlab.cmd.experiments import epsilon_greedy
 from alignlab.cmd.methods import METHODS, ActionSpec, MethodConfig
 from alignlab.cmd.methods.cmd2 import mrn_pairwise, successor_target
 from alignlab.cmd.train import make_method
@@ -103,3 +106,32 @@ def test_full_state_round_trip_continues_identically():
     b = make_method("cmd2", data.obs.shape[1], spec, TINY, [5])
     b.load_full_state({k: v.clone() for k, v in a.full_state().items()})
     assert a.update(batch) == b.update(batch)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_behaviour_prior_trains_and_steers_acting(name):
+    """bc_coef > 0: every method fits pi_beta(a | s) with its own optimiser, and a huge
+    coefficient makes acting follow the prior's argmax (Method.act)."""
+    _, spec, data = tabular_data()
+    cfg = dataclasses.replace(TINY, bc_coef=1e6)
+    method = make_method(name, data.obs.shape[1], spec, cfg, [0])
+    batch = to_torch(data.sample(16, np.random.default_rng(0), 0.8))
+    before = method.behaviour_loss(batch).item()
+    for _ in range(40):
+        method.update(batch)
+    assert method.behaviour_loss(batch).item() < before
+    obs = torch.as_tensor(data.obs[:8])
+    with torch.no_grad():
+        prior = method.behaviour(obs).argmax(1).numpy()
+    assert (method.act(data.obs[:8], data.obs[8:16]) == prior).all()
+    assert make_method(name, data.obs.shape[1], spec, TINY, [0]).behaviour is None
+
+
+def test_epsilon_greedy_evaluation_policy():
+    greedy = lambda obs, goal: np.zeros(len(obs), dtype=np.int64)  # noqa: E731
+    assert epsilon_greedy(greedy, 5, 0.0, np.random.default_rng(0)) is greedy
+    policy = epsilon_greedy(greedy, 5, 1.0, np.random.default_rng(0))
+    actions = policy(np.zeros((5000, 2)), np.zeros((5000, 2)))
+    assert set(actions) == set(range(5)) and abs((actions == 0).mean() - 0.2) < 0.03
+    some = epsilon_greedy(greedy, 5, 0.1, np.random.default_rng(0))(np.zeros((5000, 2)), None)
+    assert abs((some != 0).mean() - 0.08) < 0.02  # 0.1 explore x 4/5 non-greedy

@@ -74,6 +74,27 @@ def _set_threads(n: int) -> None:
     torch.set_num_threads(max(1, n))
 
 
+def epsilon_greedy(act, n_actions: int, epsilon: float, rng: np.random.Generator):
+    """Evaluation policy shared by every method: the method's greedy action, replaced with
+    probability `epsilon` by a uniform action (discrete action indices).
+
+    Why: value-based methods separate actions by little (one grid step is about
+    log(1/gamma) ~ 0.2 nats at gamma 0.8), so a greedy policy with a single wrong cell loops
+    between two cells for ever; a little exploration breaks such loops. It applies to all
+    methods alike (GCBC included) with one fixed epsilon, so it favours none.
+    """
+    if epsilon <= 0:
+        return act
+
+    def policy(obs, goal):
+        a = np.asarray(act(obs, goal)).copy()
+        explore = rng.random(len(a)) < epsilon
+        a[explore] = rng.integers(n_actions, size=int(explore.sum()))
+        return a
+
+    return policy
+
+
 # ---------------------------------------------------------------------------------------
 # cmd.stitching
 
@@ -88,14 +109,23 @@ class StitchingConfig:
     epsilon: float = 0.2  # walkers' random-move probability
     n_eval_tasks: int = 200
     max_steps: int = 100
+    act_epsilon: float = 0.1  # evaluation: epsilon-greedy for every method (epsilon_greedy)
     threads: int = 1
-    method: MethodConfig = field(default_factory=lambda: MethodConfig(gamma=0.8, lr=1e-3))
-    loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=3000, eval_every=1000))
+    # shared by all methods. goal_current: goals from the k >= 0 occupancy, the one for which
+    # d_SD is a quasimetric and the CMD-2 target f(g, a_g, g) - f(s, a, g) is >= 0 on
+    # positives. bc_coef: the behaviour prior added to every method's action scores (Method.act)
+    method: MethodConfig = field(
+        default_factory=lambda: MethodConfig(gamma=0.8, lr=1e-3, goal_current=True, bc_coef=0.3)
+    )
+    # success plateaus by ~1000 steps for every method at these settings (3000 took ~15 min)
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=2000, eval_every=500))
 
     def validate(self):
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ValueError(f"unknown methods {unknown}; valid: {', '.join(METHODS)}")
+        if not 0 <= self.act_epsilon <= 1:
+            raise ValueError(f"act_epsilon must lie in [0, 1], got {self.act_epsilon}")
         if self.n_seeds < 1:
             raise ValueError("n_seeds must be >= 1")
 
@@ -118,7 +148,8 @@ def run_stitching(ctx) -> dict:
 
     def evaluate(method, rng) -> float:
         tasks = stitching_tasks(maze, rng, cfg.n_eval_tasks)
-        return maze.evaluate(method.act, tasks, rng, cfg.max_steps)
+        policy = epsilon_greedy(method.act, spec.candidates.shape[0], cfg.act_epsilon, rng)
+        return maze.evaluate(policy, tasks, rng, cfg.max_steps)
 
     units = [Unit(m, s) for m in cfg.methods for s in seeds]
     out = train_units(ctx, units, data, spec, cfg.method, cfg.loop, evaluate)
@@ -199,6 +230,8 @@ class TriangleConfig:
     learn_episodes: int = 400
     learn_length: int = 100
     ablation: bool = True  # also train the unconstrained MLP-distance head
+    # its batch: the MLP head scores all B x B pairs with an MLP, the slow part of the run
+    ablation_batch: int = 64
     threads: int = 1
     method: MethodConfig = field(
         default_factory=lambda: MethodConfig(gamma=0.9, goal_current=True, lr=1e-3)
@@ -294,7 +327,8 @@ def learned_distance_study(ctx, cfg: TriangleConfig) -> dict:
 
     # unit seed 0: the MRN head; unit seed 1: the unconstrained MLP-distance ablation
     units = [Unit("cmd2", 0)] + ([Unit("cmd2", 1)] if cfg.ablation else [])
-    mrn, ablation = cfg.method, dataclasses.replace(cfg.method, head="mlp")
+    mrn = cfg.method
+    ablation = dataclasses.replace(cfg.method, head="mlp", batch_size=cfg.ablation_batch)
     out = train_units(
         ctx, units, data, spec, lambda u: mrn if u.seed == 0 else ablation, cfg.loop, finish=finish
     )

@@ -32,7 +32,7 @@ class CMD1(Method):
         if self.potential is not None:
             logits = logits + self.potential(batch["goal"]).squeeze(-1)[None, :]
         loss = infonce(logits, self.cfg.infonce)
-        self._step(loss)
+        self._step(loss + self.behaviour_loss(batch))
         return {
             "critic_loss": loss.item(),
             "accuracy": contrastive_accuracy(logits).item(),

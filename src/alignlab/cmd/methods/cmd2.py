@@ -102,7 +102,7 @@ class CMD2(Method):
         neg = (target - d).relu().square()[off].mean()
         lam = self.lam
         distill_loss = pos + neg / lam + lam * (self.cfg.margin - pos.detach())
-        self._step(critic_loss + distill_loss)
+        self._step(critic_loss + distill_loss + self.behaviour_loss(batch))
         return {
             "critic_loss": critic_loss.item(),
             "distill_loss": distill_loss.item(),

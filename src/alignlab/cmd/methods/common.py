@@ -24,7 +24,10 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from alignlab.nn import mlp
 
 
 @dataclasses.dataclass
@@ -50,12 +53,17 @@ class MethodConfig:
     qrl_offset: float = 50.0  # QRL: maximise -softplus(offset - d) over random pairs
     qrl_beta: float = 0.1  # softness of that softplus
     goal_current: bool = False  # goals at offset >= 0 (the k = 0 occupancy), else >= 1
+    # acting: score(s, a, g) + bc_coef * log pi_beta(a | s), pi_beta a learned behaviour prior
+    # (discrete actions only; 0 turns it off). See Method.act.
+    bc_coef: float = 0.0
 
     def validate(self):
         if not 0 < self.gamma < 1:
             raise ValueError(f"gamma must lie in (0, 1), got {self.gamma}")
         if self.batch_size < 2:
             raise ValueError("batch_size must be >= 2 (in-batch negatives)")
+        if self.bc_coef < 0:
+            raise ValueError(f"bc_coef must be >= 0, got {self.bc_coef}")
         if self.head not in ("mrn", "iqe", "mlp"):
             raise ValueError(f"unknown head {self.head!r}; valid heads: mrn, iqe, mlp")
 
@@ -101,6 +109,21 @@ class Method(nn.Module):
         self.obs_dim, self.act_spec, self.cfg = obs_dim, act_spec, cfg
         self.sa_dim = obs_dim + act_spec.dim
         self.register_buffer("candidates", torch.as_tensor(act_spec.candidates))
+        # the behaviour prior pi_beta(a | s) of `act`, trained by `behaviour_loss` (see act)
+        self.behaviour = (
+            mlp(obs_dim, cfg.hidden, len(act_spec.candidates), cfg.activation)
+            if cfg.bc_coef > 0 and act_spec.discrete
+            else None
+        )
+
+    def behaviour_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | float:
+        """Cross-entropy of the behaviour prior on the dataset's (s, a); 0 without a prior.
+
+        Every method adds it to its own loss, so the prior trains with the same optimiser.
+        """
+        if self.behaviour is None:
+            return 0.0
+        return F.cross_entropy(self.behaviour(batch["obs"]), batch["action"].argmax(-1))
 
     def _make_optimizer(self) -> None:
         self.optimizer = torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
@@ -119,10 +142,20 @@ class Method(nn.Module):
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
-        """Greedy actions for a batch: argmax over the candidate set of `score`."""
+        """Greedy actions for a batch: argmax_a score(s, a, g) + bc_coef * log pi_beta(a | s).
+
+        The behaviour term is the discrete counterpart of the paper's offline actor, which adds a
+        BC term to the distance (notes, "Policy extraction": 0.2 BC + 0.8 distance): an argmax
+        over all candidates is otherwise free to pick actions the data rarely takes at s, whose
+        values are barely trained (the usual offline-RL extrapolation error). Same coefficient
+        for every method; off when bc_coef = 0 or for continuous actions.
+        """
         obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32))
         goal_t = torch.as_tensor(np.asarray(goal, dtype=np.float32))
-        best = self.score(obs_t, self.candidates, goal_t).argmax(dim=1).numpy()
+        score = self.score(obs_t, self.candidates, goal_t)
+        if self.behaviour is not None:
+            score = score + self.cfg.bc_coef * F.log_softmax(self.behaviour(obs_t), dim=-1)
+        best = score.argmax(dim=1).numpy()
         return self.act_spec.decode(best)
 
     @staticmethod

@@ -27,7 +27,7 @@ class CRL(Method):
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         logits = self.critic.logits(sa_cat(batch["obs"], batch["action"]), batch["goal"])
         loss = infonce(logits, self.cfg.infonce)
-        self._step(loss)
+        self._step(loss + self.behaviour_loss(batch))
         return {"critic_loss": loss.item(), "accuracy": contrastive_accuracy(logits).item()}
 
     def score(self, obs, cand, goal):

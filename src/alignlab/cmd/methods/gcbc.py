@@ -30,7 +30,7 @@ class GCBC(Method):
             loss = F.cross_entropy(out, batch["action"].argmax(-1))
         else:
             loss = (out - batch["action"]).square().sum(-1).mean()
-        self._step(loss)
+        self._step(loss + self.behaviour_loss(batch))
         return {"bc_loss": loss.item()}
 
     def score(self, obs, cand, goal):

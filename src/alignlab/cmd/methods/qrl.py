@@ -29,7 +29,7 @@ class QRL(Method):
         self.lam_raw = nn.Parameter(torch.tensor(softplus_inverse(1.0)))
         self.optimizer = torch.optim.Adam(
             [
-                {"params": list(self.qd.parameters()), "lr": cfg.lr},
+                {"params": [p for n, p in self.named_parameters() if n != "lam_raw"], "lr": cfg.lr},
                 {"params": [self.lam_raw], "lr": LAMBDA_LR},
             ]
         )
@@ -46,7 +46,7 @@ class QRL(Method):
         lam = F.softplus(self.lam_raw)
         # primal descends on global + lambda * violation; the dual ascends on violation
         loss = global_loss + lam.detach() * violation - lam * violation.detach()
-        self._step(loss)
+        self._step(loss + self.behaviour_loss(batch))
         return {
             "qrl_loss": global_loss.item(),
             "violation": violation.item(),

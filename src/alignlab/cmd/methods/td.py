@@ -30,7 +30,9 @@ class TD(Method):
         super().__init__(obs_dim, act_spec, cfg)
         self.q = mlp(self.sa_dim + obs_dim, cfg.hidden, 1, cfg.activation)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=cfg.lr)
+        self.optimizer = torch.optim.Adam(
+            [p for n, p in self.named_parameters() if not n.startswith("q_target.")], lr=cfg.lr
+        )
 
     def q_values(self, net, obs, cand, goal) -> torch.Tensor:
         """Q(s, a_k, g) for every candidate: (B, K)."""
@@ -52,7 +54,7 @@ class TD(Method):
         sa = torch.cat([batch["obs"], batch["action"], goal], -1)
         q = self.q(sa).squeeze(-1)
         loss = F.mse_loss(q, target)
-        self._step(loss)
+        self._step(loss + self.behaviour_loss(batch))
         polyak_update(self.q_target, self.q, self.cfg.tau)
         return {"td_loss": loss.item(), "q_mean": q.mean().item()}
 
