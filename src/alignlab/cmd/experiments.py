@@ -471,7 +471,7 @@ _SMOKE_METHOD = MethodConfig(batch_size=32, hidden=(32,), repr_dim=16)
 register(
     Experiment(
         name="cmd.stitching",
-        wip=True,  # issue 3: the quick-preset claims do not hold yet
+        wip=True,  # issue 3: CMD beats CRL but not GCBC outside the CIs yet
         paper=PAPER,
         description="Stitching: success on held-out A -> C tasks from A -> B, B -> C data",
         config=StitchingConfig,
@@ -502,7 +502,7 @@ register(
 register(
     Experiment(
         name="cmd.triangle",
-        wip=True,  # issue 3: the quick-preset claims do not hold yet
+        wip=True,  # issue 3: its claims hold, but the cmd system is not finished
         paper=PAPER,
         description="d_SD is a quasimetric under stochastic dynamics; alternatives are not",
         config=TriangleConfig,
@@ -559,7 +559,7 @@ register(
 register(
     Experiment(
         name="cmd.pointmaze",
-        wip=True,  # issue 3: the quick-preset claims do not hold yet
+        wip=True,  # issue 3: the quick preset has not been re-run and tuned yet
         paper=PAPER,
         description="One-way vortex pointmaze from random walks: success vs gradient steps",
         config=PointmazeConfig,
