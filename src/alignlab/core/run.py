@@ -95,9 +95,6 @@ class Checkpointer:
         self.dir = run_dir / "checkpoint"
         self.ctx = ctx
 
-    def exists(self) -> bool:
-        return self._readable_dir() is not None
-
     def last_step(self) -> int | None:
         """The step of the newest checkpoint, without loading it; None if there is none."""
         d = self._readable_dir()
