@@ -520,7 +520,7 @@ def _clear_run_files(run_dir: Path) -> None:
     """Remove what a run writes, and nothing else: files a user put beside it stay."""
     for name in (*RUN_FILES, "metrics.jsonl", "log.txt"):
         (run_dir / name).unlink(missing_ok=True)
-    for name in ("plots", "checkpoint", "checkpoint.old", "checkpoint.tmp"):
+    for name in ("plots", "checkpoint", "checkpoint.old", "checkpoint.tmp", "units"):
         shutil.rmtree(run_dir / name, ignore_errors=True)
 
 
