@@ -74,7 +74,10 @@ def test_maze_observations_round_trip(obs_mode):
     maze = GridMaze(obs_mode=obs_mode)
     cells = np.arange(maze.n_states)
     obs = maze.encode(cells)
-    assert obs.dtype == np.float32 and obs.shape == (maze.n_states, 2 if obs_mode == "xy" else 64)
+    assert obs.dtype == np.float32 and obs.shape == (
+        maze.n_states,
+        2 if obs_mode == "xy" else maze.n_states,
+    )
     np.testing.assert_array_equal(maze.decode(obs), cells)
     assert all(maze.observation_space["observation"].contains(o) for o in obs)
 
@@ -104,6 +107,23 @@ def test_stitching_dataset_holds_only_A_to_B_and_B_to_C():
         assert (P[s[:-1], a, s[1:]] > 0).all()  # every step is a true transition
         np.testing.assert_array_equal(e["obs"], maze.encode(s))
         assert e["obs"].shape == (len(a) + 1, 2)
+
+
+def test_stitching_data_leaves_A_by_both_doors_but_only_one_leads_to_C():
+    maze = stitching_maze()
+    left_door, right_door = maze.index[2, 5], maze.index[2, 11]
+    data = stitching_dataset(maze, seed=0)
+    ab = [set(e["states"].tolist()) for e in data if e["leg"] == "AB"]
+    bc = [e["states"] for e in data if e["leg"] == "BC"]
+    # the A -> B walkers leave by both doors, so the data alone does not single out the right one
+    assert sum(left_door in v for v in ab) > 30 and sum(right_door in v for v in ab) > 30
+    # B -> C walkers start only in B2 (right of A): from B1, C is reachable only through A
+    assert all(maze.cells[e[0]][1] > 11 for e in bc)
+    # every A -> C path leaves A by the right door
+    tasks = stitching_tasks(maze, np.random.default_rng(0), 50)
+    blocked = np.ones(maze.n_states, dtype=bool)
+    blocked[right_door] = False
+    assert np.isinf(maze.shortest_path_lengths(blocked)[tasks[:, 0], tasks[:, 1]]).all()
 
 
 def test_stitching_dataset_is_deterministic_and_slip_safe():

@@ -28,17 +28,24 @@ from scipy.sparse.csgraph import shortest_path
 
 from .tabular import TabularMDP
 
-# A U-maze: A (top left) and C (top right) are a wall apart; every A -> C path runs through B.
+# Two doors out of A, one that leads on and one that does not. A (the middle room) opens left
+# into B1 and right into B2 (both region B); C (the bottom hall) is reached only through B2's
+# door (row 5), so every A -> C path leaves A by its right door. The data cannot say which door:
+# A -> B walkers use both (their targets are uniform over B1 and B2) and B -> C walkers start
+# only in B2, so from A a goal in C was never a goal, and an imitator has no reason to prefer
+# the right door. C spans the full width, so even coordinates (obs_mode "xy") do not tell.
+# (An earlier U-maze whose A had a single exit let GCBC solve A -> C without stitching, since
+# "leave A" is right for every goal outside A: GCBC 0.79 success vs CMD-2 0.91.)
 STITCHING_LAYOUT = (
-    "#############",
-    "#AAAAA#CCCCC#",
-    "#AAAAA#CCCCC#",
-    "#AAAAA#CCCCC#",
-    "#AAAAA#CCCCC#",
-    "###A#####C###",
-    "#BBBBBBBBBBB#",
-    "#BBBBBBBBBBB#",
-    "#############",
+    "#################",
+    "#BBBB#AAAAA#BBBB#",
+    "#BBBBAAAAAAABBBB#",
+    "#BBBB#AAAAA#BBBB#",
+    "#BBBB#AAAAA#BBBB#",
+    "#############B###",
+    "#CCCCCCCCCCCCCCC#",
+    "#CCCCCCCCCCCCCCC#",
+    "#################",
 )
 MOVES = np.array(
     [(-1, 0), (0, 1), (1, 0), (0, -1), (0, 0)]
@@ -240,7 +247,7 @@ class GridMaze(gym.Env):
 def stitching_maze(
     *, slip: float = 0.0, obs_mode: str = "xy", max_episode_steps: int = MAX_EPISODE_STEPS
 ) -> GridMaze:
-    """The U-maze of STITCHING_LAYOUT: regions A, B, C; A -> C must pass through B."""
+    """The two-door maze of STITCHING_LAYOUT: regions A, B, C; A -> C must pass through B2."""
     return GridMaze(
         STITCHING_LAYOUT, slip=slip, obs_mode=obs_mode, max_episode_steps=max_episode_steps
     )
@@ -259,8 +266,9 @@ def stitching_dataset(
 ) -> list[dict[str, np.ndarray]]:
     """Noisy shortest-path walkers A -> B and B -> C, `n_per_leg` each, deterministic in `seed`.
 
-    A walker starts at a uniform cell of the first region and heads for a uniform cell of the
-    second: with probability 1 - epsilon a uniform shortest-path move inside the two regions,
+    A walker starts at a uniform cell of the first region among those that reach the second
+    without leaving the two regions (for B -> C: B2, not B1) and heads for a uniform cell of the
+    second that it can reach so: with probability 1 - epsilon a uniform shortest-path move inside the two regions,
     else a uniform action that stays inside them (stay included). It stops at its target or
     after max_len steps. If slip moves it out of its two regions, the trajectory is cut before
     that step, so every recorded transition is a true sample of the maze's dynamics and no
@@ -279,9 +287,15 @@ def stitching_dataset(
         allowed[maze.regions[first]] = allowed[maze.regions[second]] = True
         dist = maze.shortest_path_lengths(allowed)
         inside = [np.flatnonzero(row) for row in allowed[maze.next_cell]]  # moves kept inside
+        firsts, seconds = maze.regions[first], maze.regions[second]
+        reach = np.isfinite(dist[np.ix_(firsts, seconds)])  # within the two regions
+        starts = np.flatnonzero(reach.any(axis=1))
+        if starts.size == 0:
+            raise ValueError(f"no cell of {first} reaches {second} inside the two regions")
         for _ in range(n_per_leg):
-            state = int(_pick(rng, maze.regions[first]))
-            target = int(_pick(rng, maze.regions[second]))
+            i = int(_pick(rng, starts))
+            state = int(firsts[i])
+            target = int(_pick(rng, seconds[reach[i]]))
             states, actions = [state], []
             while state != target and len(actions) < max_len:
                 if rng.random() < epsilon:
