@@ -135,3 +135,67 @@ def test_epsilon_greedy_evaluation_policy():
     assert set(actions) == set(range(5)) and abs((actions == 0).mean() - 0.2) < 0.03
     some = epsilon_greedy(greedy, 5, 0.1, np.random.default_rng(0))(np.zeros((5000, 2)), None)
     assert abs((some != 0).mean() - 0.08) < 0.02  # 0.1 explore x 4/5 non-greedy
+
+
+def continuous_batch(n=64, seed=0):
+    """Random 2D states, unit actions, goals: a batch in the layout EpisodeDataset.sample gives."""
+    rng = np.random.default_rng(seed)
+    unit = rng.normal(size=(2, n, 2))
+    unit /= np.linalg.norm(unit, axis=-1, keepdims=True)
+    obs, goal = rng.normal(size=(2, n, 2))
+    batch = {"obs": obs, "next_obs": obs + 0.1 * unit[0], "goal": goal}
+    batch.update(action=unit[0], next_action=unit[1], goal_action=unit[1])
+    return {k: torch.as_tensor(v, dtype=torch.float32) for k, v in batch.items()}
+
+
+@pytest.mark.parametrize("name", [m for m in METHODS if m != "gcbc"])
+def test_actor_learns_the_argmax_of_the_value_and_leaves_the_value_alone(name):
+    """cfg.actor: the actor's loss moves the actor's weights only (the value networks see only
+    their own loss), and the actor ends up taking the action the value ranks best."""
+    spec = ActionSpec.directions(16)
+    cfg = dataclasses.replace(TINY, actor=True, actor_bc=0.0, lr=1e-2)
+    method = make_method(name, 2, spec, cfg, [0])
+    batch = continuous_batch()
+    loss = method.actor_loss(batch)
+    loss.backward(inputs=list(method.actor.parameters()))
+    others = [p for n, p in method.named_parameters() if not n.startswith("actor.")]
+    assert all(p.grad is None for p in others)
+    assert all(p.grad is not None for p in method.actor.parameters())
+    # with the value networks frozen, actor steps alone climb the value of its own actions
+    for p in others:
+        p.requires_grad_(False)
+    opt = torch.optim.Adam(method.actor.parameters(), lr=1e-2)
+    obs, goal = batch["obs"][:16], batch["goal"][:16]
+    goal_action = batch["goal_action"][:16]
+
+    def value_of(actions):
+        with torch.no_grad():
+            return method.value(obs, actions, goal, goal_action)
+
+    start = value_of(method.actor_action(obs, goal)).mean()
+    for _ in range(300):
+        opt.zero_grad()
+        (-method.value(obs, method.actor_action(obs, goal), goal, goal_action).mean()).backward()
+        opt.step()
+    with torch.no_grad():
+        best = torch.stack([value_of(c.expand(16, -1)) for c in method.candidates], 1).amax(1)
+    end = value_of(method.actor_action(obs, goal))
+    assert (
+        end.mean() > start and (end >= best - 0.05 * best.abs().clamp(min=1)).float().mean() > 0.8
+    )
+    acts = method.act(obs.numpy(), goal.numpy())
+    assert acts.shape == (16, 2) and np.allclose(np.linalg.norm(acts, axis=1), 1.0, atol=1e-5)
+
+
+def test_actor_trains_inside_update_and_is_checkpointed():
+    spec = ActionSpec.directions(16)
+    cfg = dataclasses.replace(TINY, actor=True)
+    a = make_method("cmd2", 2, spec, cfg, [0])
+    batch = continuous_batch()
+    before = [p.detach().clone() for p in a.actor.parameters()]
+    a.update(batch)
+    assert any(not torch.equal(x, p) for x, p in zip(before, a.actor.parameters()))
+    b = make_method("cmd2", 2, spec, cfg, [5])
+    b.load_full_state({k: v.clone() for k, v in a.full_state().items()})
+    assert a.update(batch) == b.update(batch)
+    assert make_method("gcbc", 2, spec, cfg, [0]).actor is None  # GCBC is a policy already

@@ -32,12 +32,15 @@ class CMD1(Method):
         if self.potential is not None:
             logits = logits + self.potential(batch["goal"]).squeeze(-1)[None, :]
         loss = infonce(logits, self.cfg.infonce)
-        self._step(loss + self.behaviour_loss(batch))
+        self._step(loss + self.behaviour_loss(batch), batch)
         return {
             "critic_loss": loss.item(),
             "accuracy": contrastive_accuracy(logits).item(),
             "d_pos": d.diagonal().mean().item(),
         }
+
+    def value(self, obs, action, goal, goal_action):
+        return -self.qd(sa_cat(obs, action), sa_cat(goal, goal_action))
 
     def score(self, obs, cand, goal):
         return distance_score(self.qd, obs, cand, goal)

@@ -102,7 +102,7 @@ class CMD2(Method):
         neg = (target - d).relu().square()[off].mean()
         lam = self.lam
         distill_loss = pos + neg / lam + lam * (self.cfg.margin - pos.detach())
-        self._step(critic_loss + distill_loss + self.behaviour_loss(batch))
+        self._step(critic_loss + distill_loss + self.behaviour_loss(batch), batch)
         return {
             "critic_loss": critic_loss.item(),
             "distill_loss": distill_loss.item(),
@@ -111,6 +111,9 @@ class CMD2(Method):
             "lambda": lam.item(),
             "accuracy": contrastive_accuracy(logits).item(),
         }
+
+    def value(self, obs, action, goal, goal_action):
+        return -self.qd(sa_cat(obs, action), sa_cat(goal, goal_action))
 
     def score(self, obs, cand, goal):
         return distance_score(self.qd, obs, cand, goal)

@@ -56,12 +56,18 @@ class MethodConfig:
     # acting: score(s, a, g) + bc_coef * log pi_beta(a | s), pi_beta a learned behaviour prior
     # (discrete actions only; 0 turns it off). See Method.act.
     bc_coef: float = 0.0
+    # continuous actions: a learned actor pi(s, g) (a unit direction) maximising the method's
+    # value of (s, pi(s, g), g), plus actor_bc * BC (notes, "Policy extraction"); see actor_loss
+    actor: bool = False
+    actor_bc: float = 0.01  # the notebook's bc_coef (the paper's offline AntMaze actor: 0.2)
 
     def validate(self):
         if not 0 < self.gamma < 1:
             raise ValueError(f"gamma must lie in (0, 1), got {self.gamma}")
         if self.batch_size < 2:
             raise ValueError("batch_size must be >= 2 (in-batch negatives)")
+        if not 0 <= self.actor_bc <= 1:
+            raise ValueError(f"actor_bc must lie in [0, 1], got {self.actor_bc}")
         if self.bc_coef < 0:
             raise ValueError(f"bc_coef must be >= 0, got {self.bc_coef}")
         if self.head not in ("mrn", "iqe", "mlp"):
@@ -115,6 +121,36 @@ class Method(nn.Module):
             if cfg.bc_coef > 0 and act_spec.discrete
             else None
         )
+        # the actor of continuous-action tasks (cfg.actor); GCBC is a policy already
+        self.actor = (
+            mlp(2 * obs_dim, cfg.hidden, act_spec.dim, cfg.activation)
+            if cfg.actor and not act_spec.discrete and self.has_value
+            else None
+        )
+
+    has_value = True  # False for methods without a value of (s, a, g) to maximise (GCBC)
+
+    def value(self, obs, action, goal, goal_action) -> torch.Tensor:
+        """(B,) value of taking `action` at `obs` towards (goal, goal_action), higher = better
+        (-d for the distance methods, f for CRL, Q for TD). Subclasses with an actor define it."""
+        raise NotImplementedError
+
+    def actor_action(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """pi(s, g) as a unit vector (the notebook's normalised policy output)."""
+        return F.normalize(self.actor(torch.cat([obs, goal], -1)), dim=-1, eps=1e-6)
+
+    def actor_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """-(1 - actor_bc) E value(s, pi(s, g~), g~) + actor_bc E |pi(s, g) - a|^2.
+
+        g~ is another row's goal (rows are i.i.d.: a random dataset goal, the notebook's
+        permutation), so the actor learns to reach goals the data never paired with s; the BC
+        term uses the row's own future goal. Only the actor's gradients are kept (`_step`).
+        """
+        obs, goal, goal_action = batch["obs"], batch["goal"], batch["goal_action"]
+        other, other_action = goal.roll(1, 0), goal_action.roll(1, 0)
+        value = self.value(obs, self.actor_action(obs, other), other, other_action).mean()
+        bc = (self.actor_action(obs, goal) - batch["action"]).square().sum(-1).mean()
+        return -(1 - self.cfg.actor_bc) * value + self.cfg.actor_bc * bc
 
     def behaviour_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | float:
         """Cross-entropy of the behaviour prior on the dataset's (s, a); 0 without a prior.
@@ -128,9 +164,14 @@ class Method(nn.Module):
     def _make_optimizer(self) -> None:
         self.optimizer = torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
 
-    def _step(self, loss: torch.Tensor) -> None:
+    def _step(self, loss: torch.Tensor, batch: dict[str, torch.Tensor] | None = None) -> None:
+        """One optimiser step on `loss`, plus the actor's loss when there is an actor: its
+        gradients reach the actor's weights only (the value networks are held fixed in it, as
+        the notebook's stop-gradient), and one global-norm clip covers all of them."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.actor is not None and batch is not None:
+            self.actor_loss(batch).backward(inputs=list(self.actor.parameters()))
         nn.utils.clip_grad_norm_(self.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
 
@@ -142,7 +183,8 @@ class Method(nn.Module):
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
-        """Greedy actions for a batch: argmax_a score(s, a, g) + bc_coef * log pi_beta(a | s).
+        """Greedy actions for a batch: argmax_a score(s, a, g) + bc_coef * log pi_beta(a | s),
+        or the actor's pi(s, g) when there is one.
 
         The behaviour term is the discrete counterpart of the paper's offline actor, which adds a
         BC term to the distance (notes, "Policy extraction": 0.2 BC + 0.8 distance): an argmax
@@ -152,6 +194,8 @@ class Method(nn.Module):
         """
         obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32))
         goal_t = torch.as_tensor(np.asarray(goal, dtype=np.float32))
+        if self.actor is not None:
+            return self.actor_action(obs_t, goal_t).numpy()
         score = self.score(obs_t, self.candidates, goal_t)
         if self.behaviour is not None:
             score = score + self.cfg.bc_coef * F.log_softmax(self.behaviour(obs_t), dim=-1)

@@ -27,8 +27,12 @@ class CRL(Method):
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         logits = self.critic.logits(sa_cat(batch["obs"], batch["action"]), batch["goal"])
         loss = infonce(logits, self.cfg.infonce)
-        self._step(loss + self.behaviour_loss(batch))
+        self._step(loss + self.behaviour_loss(batch), batch)
         return {"critic_loss": loss.item(), "accuracy": contrastive_accuracy(logits).item()}
+
+    def value(self, obs, action, goal, goal_action):
+        phi, psi = self.critic.phi(sa_cat(obs, action)), self.critic.psi(goal)
+        return (phi * psi).sum(-1) / self.critic.c
 
     def score(self, obs, cand, goal):
         phi = self.critic.phi(self.tile_sa(obs, cand))  # (B, K, d)

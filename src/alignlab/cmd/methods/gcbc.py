@@ -17,6 +17,7 @@ from .common import ActionSpec, Method, MethodConfig
 
 class GCBC(Method):
     name = "gcbc"
+    has_value = False  # the policy itself: no actor on top
 
     def __init__(self, obs_dim: int, act_spec: ActionSpec, cfg: MethodConfig):
         super().__init__(obs_dim, act_spec, cfg)

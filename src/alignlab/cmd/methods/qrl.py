@@ -46,13 +46,16 @@ class QRL(Method):
         lam = F.softplus(self.lam_raw)
         # primal descends on global + lambda * violation; the dual ascends on violation
         loss = global_loss + lam.detach() * violation - lam * violation.detach()
-        self._step(loss + self.behaviour_loss(batch))
+        self._step(loss + self.behaviour_loss(batch), batch)
         return {
             "qrl_loss": global_loss.item(),
             "violation": violation.item(),
             "lambda": lam.item(),
             "d_global": d_global.mean().item(),
         }
+
+    def value(self, obs, action, goal, goal_action):
+        return -self.qd(sa_cat(obs, action), sa_cat(goal, goal_action))
 
     def score(self, obs, cand, goal):
         return distance_score(self.qd, obs, cand, goal)

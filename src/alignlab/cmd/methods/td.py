@@ -54,9 +54,12 @@ class TD(Method):
         sa = torch.cat([batch["obs"], batch["action"], goal], -1)
         q = self.q(sa).squeeze(-1)
         loss = F.mse_loss(q, target)
-        self._step(loss + self.behaviour_loss(batch))
+        self._step(loss + self.behaviour_loss(batch), batch)
         polyak_update(self.q_target, self.q, self.cfg.tau)
         return {"td_loss": loss.item(), "q_mean": q.mean().item()}
+
+    def value(self, obs, action, goal, goal_action):
+        return self.q(torch.cat([obs, action, goal], -1)).squeeze(-1)
 
     def score(self, obs, cand, goal):
         return self.q_values(self.q, obs, cand, goal)
