@@ -208,11 +208,12 @@ def reproduce(
     exps = [e for e in registry.experiments() if e.system in only] if only else []
     if not only:
         exps = [e for e in registry.experiments() if not e.wip]
-        skipped = sorted({e.system for e in registry.experiments() if e.wip})
+        skipped = [e for e in registry.experiments() if e.wip]
         if skipped:
             console.print(
                 f"[yellow]left out (work in progress, claims not reproduced yet):[/] "
-                f"{', '.join(skipped)}; include with --only SYSTEM"
+                f"{', '.join(e.name for e in skipped)}; include with "
+                + " ".join(sorted({f"--only {e.system}" for e in skipped}))
             )
     dirs, failures = [], []
     for exp in exps:

@@ -67,6 +67,23 @@ WIGGLE, WIGGLE_WAVES = 1.0, 3  # each 36-unit segment bulges by WIGGLE sin(3 pi 
 
 PolicyFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (obs (B, 2), goal (B, 2)) -> (B, 2)
 
+# The notebook's input features (`featurize_state`): tanh((x + o) / width) for N_FEATURES offsets
+# o per axis, evenly spaced over the map. The notebook spaces 20 offsets over [-60, 60] with
+# width 5 on its ~85-unit map; here they span [-BOUND, BOUND], width scaled to the spacing.
+N_FEATURES, FEATURE_WIDTH = 20, 2.5
+
+
+def featurize(x: np.ndarray) -> np.ndarray:
+    """Soft one-hot position features (..., 2) -> (..., 2 * N_FEATURES) float32 in (-1, 1).
+
+    Each feature is a smooth step at one offset, so a linear layer on top can carve out any
+    region of the map; raw coordinates (scale ~18) make the ReLU networks learn slowly.
+    """
+    offsets = np.linspace(-BOUND, BOUND, N_FEATURES)
+    x = np.asarray(x, dtype=np.float64)
+    z = np.concatenate([x[..., :1] + offsets, x[..., 1:2] + offsets], axis=-1)
+    return np.tanh(z / FEATURE_WIDTH).astype(np.float32)
+
 
 @dataclasses.dataclass(frozen=True)
 class Support:
