@@ -576,9 +576,9 @@ register(
 register(
     Experiment(
         name="cmd.pointmaze",
-        # issue 3: the claim does not hold at the quick budget. CRL's greedy policy reaches
-        # ~0.9 while CMD-2's argmin-distance policy swings between ~0.2 and ~0.95 from one
-        # evaluation to the next (docs/cmd.md, "cmd.pointmaze")
+        # issue 3: the claim does not hold: with the learned actor CMD-2 ends at 0.84 and CRL
+        # at 0.88 (0.915 vs 0.918 at 8000 steps); this map does not separate them
+        # (docs/cmd.md, "cmd.pointmaze")
         wip=True,
         paper=PAPER,
         description="One-way vortex pointmaze from random walks: success vs gradient steps",
