@@ -96,3 +96,4 @@ def test_killed_parallel_run_resumes_each_unit_from_its_checkpoint(tmp_path):
     assert run_status(tmp_path / "killed") == "running"
     resumed = execute(spec(tmp_path, "cmd.stitching", "killed", overrides=overrides, resume=True))
     assert resumed.results == reference
+    assert "resuming from its checkpoint at step" in (tmp_path / "killed" / "log.txt").read_text()

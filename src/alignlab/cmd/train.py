@@ -236,6 +236,8 @@ def _worker_main(ctx, index, unit, dataset, spec, cfg, loop, evaluate, finish, m
         wctx = _WorkerContext(ctx, unit, messages, parent)
         ckpt = wctx.checkpoint.load()
         resume = ckpt if ckpt is not None and ckpt.state.get("current") == unit.key else None
+        if resume is not None:
+            messages.put(("resumed", unit.key, resume.state["step"], None))
         out = _train_unit(wctx, unit, index, dataset, spec, cfg, loop, evaluate, finish, resume, {})
         messages.put(("done", unit.key, out, wctx.rows))
     except BaseException:
@@ -250,7 +252,14 @@ def _train_parallel(ctx, todo, n_workers, data, spec, method_cfg, loop, evaluate
     pending = list(todo)
     running: dict[str, tuple[int, Unit, Any]] = {}
     last_step = ctx.checkpoint.last_step() or 0
-    bar = None if ctx.quiet else _Bar(sum(loop.steps for _ in todo), len(todo))
+    if ctx.quiet:
+        bar = None
+    else:  # steps still to run: a resumed unit continues from its own checkpoint's step
+        left = 0
+        for index, unit in todo:
+            saved = Checkpointer(unit_dir(ctx.dir, unit)).last_step()
+            left += loop.steps - (0 if saved is None else saved - index * loop.steps)
+        bar = _Bar(left, len(todo))
     try:
         while pending or running:
             while pending and len(running) < n_workers:
@@ -274,6 +283,8 @@ def _train_parallel(ctx, todo, n_workers, data, spec, method_cfg, loop, evaluate
             if kind == "progress":
                 if bar is not None:
                     bar.advance(payload)
+            elif kind == "resumed":
+                ctx.log(f"{key}: resuming from its checkpoint at step {payload}")
             elif kind == "error":
                 raise AlignlabError(f"training {key} failed in its worker:\n{payload}")
             else:  # done: record it in the run's checkpoint, then append its metric lines
