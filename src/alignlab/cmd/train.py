@@ -190,6 +190,8 @@ def n_unit_workers(requested: int, n_units: int, quiet: bool) -> int:
     """
     if n_units <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         return 1
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return 1  # CUDA does not survive a fork
     if requested == 0:
         if quiet:
             return 1
