@@ -11,11 +11,11 @@ import torch
 
 from alignlab.nn import contrastive_accuracy, infonce, mlp
 
-from .cmd2 import distance_score, pairwise, quasimetric
-from .common import ActionSpec, Method, MethodConfig, sa_cat
+from .cmd2 import QuasimetricMethod, pairwise, quasimetric
+from .common import ActionSpec, MethodConfig, sa_cat
 
 
-class CMD1(Method):
+class CMD1(QuasimetricMethod):
     name = "cmd1"
 
     def __init__(self, obs_dim: int, act_spec: ActionSpec, cfg: MethodConfig):
@@ -38,13 +38,3 @@ class CMD1(Method):
             "accuracy": contrastive_accuracy(logits).item(),
             "d_pos": d.diagonal().mean().item(),
         }
-
-    def value(self, obs, action, goal, goal_action):
-        return -self.qd(sa_cat(obs, action), sa_cat(goal, goal_action))
-
-    def score(self, obs, cand, goal):
-        return distance_score(self.qd, obs, cand, goal)
-
-    @torch.no_grad()
-    def distance(self, sa: torch.Tensor, ga: torch.Tensor) -> torch.Tensor:
-        return self.qd.pairwise(sa, ga)

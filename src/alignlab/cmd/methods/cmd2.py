@@ -74,7 +74,25 @@ def successor_target(critic, ga: torch.Tensor, goal: torch.Tensor, logits: torch
     return critic(ga, goal)[None, :] - logits.detach()
 
 
-class CMD2(Method):
+class QuasimetricMethod(Method):
+    """A method that acts by a quasimetric `self.qd` on state-action pairs (CMD-2, CMD-1, QRL):
+    its value is -d, its scores `distance_score`."""
+
+    qd: QuasimetricDistance
+
+    def value(self, obs, action, goal, goal_action):
+        return -self.qd(sa_cat(obs, action), sa_cat(goal, goal_action))
+
+    def score(self, obs, cand, goal):
+        return distance_score(self.qd, obs, cand, goal)
+
+    @torch.no_grad()
+    def distance(self, sa: torch.Tensor, ga: torch.Tensor) -> torch.Tensor:
+        """d_theta(sa_i, ga_j) for all pairs, (B, B')."""
+        return self.qd.pairwise(sa, ga)
+
+
+class CMD2(QuasimetricMethod):
     name = "cmd2"
 
     def __init__(self, obs_dim: int, act_spec: ActionSpec, cfg: MethodConfig):
@@ -111,14 +129,3 @@ class CMD2(Method):
             "lambda": lam.item(),
             "accuracy": contrastive_accuracy(logits).item(),
         }
-
-    def value(self, obs, action, goal, goal_action):
-        return -self.qd(sa_cat(obs, action), sa_cat(goal, goal_action))
-
-    def score(self, obs, cand, goal):
-        return distance_score(self.qd, obs, cand, goal)
-
-    @torch.no_grad()
-    def distance(self, sa: torch.Tensor, ga: torch.Tensor) -> torch.Tensor:
-        """d_theta(sa_i, ga_j) for all pairs, (B, B')."""
-        return self.qd.pairwise(sa, ga)

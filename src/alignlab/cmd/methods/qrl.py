@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cmd2 import distance_score, quasimetric
-from .common import ActionSpec, Method, MethodConfig, sa_cat, softplus_inverse
+from .cmd2 import QuasimetricMethod, quasimetric
+from .common import ActionSpec, MethodConfig, sa_cat, softplus_inverse
 
 LAMBDA_LR = 0.01  # the dual variable moves faster than the networks, as in QRL
 
 
-class QRL(Method):
+class QRL(QuasimetricMethod):
     name = "qrl"
 
     def __init__(self, obs_dim: int, act_spec: ActionSpec, cfg: MethodConfig):
@@ -53,13 +53,3 @@ class QRL(Method):
             "lambda": lam.item(),
             "d_global": d_global.mean().item(),
         }
-
-    def value(self, obs, action, goal, goal_action):
-        return -self.qd(sa_cat(obs, action), sa_cat(goal, goal_action))
-
-    def score(self, obs, cand, goal):
-        return distance_score(self.qd, obs, cand, goal)
-
-    @torch.no_grad()
-    def distance(self, sa: torch.Tensor, ga: torch.Tensor) -> torch.Tensor:
-        return self.qd.pairwise(sa, ga)
