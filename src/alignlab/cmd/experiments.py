@@ -500,7 +500,9 @@ register(
             "quick": StitchingConfig(),
             "paper": StitchingConfig(
                 n_seeds=5,
-                method=MethodConfig(hidden=(512, 512, 512, 512), repr_dim=64),
+                method=dataclasses.replace(
+                    StitchingConfig().method, hidden=(512, 512, 512, 512), repr_dim=64
+                ),
                 loop=LoopConfig(steps=100_000, eval_every=10_000, checkpoint_every=5000),
             ),
         },
@@ -597,7 +599,9 @@ register(
                 n_seeds=5,
                 n_trajectories=2000,
                 n_eval_episodes=1500,
-                method=MethodConfig(gamma=0.8, hidden=(256, 256, 256), repr_dim=256, lr=1e-3),
+                method=dataclasses.replace(
+                    PointmazeConfig().method, hidden=(256, 256, 256), repr_dim=256
+                ),
                 loop=LoopConfig(steps=100_000, eval_every=5000, checkpoint_every=5000),
             ),
         },
