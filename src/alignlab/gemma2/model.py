@@ -1,0 +1,492 @@
+"""The Gemma 2 decoder (paper §2, Table 1), one small module per concept.
+
+Forward pass (paper §2; HF `modeling_gemma2.py`; gemma_pytorch `gemma/model.py`):
+
+    h = embed(ids) * sqrt(d_model)
+    for each layer i (sliding window on even i, global causal on odd i):
+        h = h + post_attention_layernorm(attn(input_layernorm(h)))
+        h = h + post_feedforward_layernorm(mlp(pre_feedforward_layernorm(h)))
+    logits = 30 * tanh(embed.weight @ norm(h) / 30)
+
+Parameter names mirror Hugging Face's, so `alignlab.gemma2.hf` converts by a table.
+
+Gemma Scope sites (Lieberum et al. 2024). Every block carries three `HookPoint`s, identity
+modules whose forward hooks may read or *replace* the activation (to splice in an SAE):
+
+    "attn_z"      model.layers.{i}.self_attn.hook_attn_z   concatenated heads before o_proj,
+                                                            shape (B, T, num_heads * head_dim)
+    "mlp_out"     model.layers.{i}.hook_mlp_out             MLP output after
+                                                            post_feedforward_layernorm, (B, T, d)
+    "resid_post"  model.layers.{i}.hook_resid_post          the residual stream after block i
+
+`Gemma2ForCausalLM.capture` and `.replace` wrap them in context managers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alignlab.core.errors import AlignlabError
+from alignlab.gemma2.config import Gemma2Config
+
+SITES = ("attn_z", "mlp_out", "resid_post")
+
+
+def soft_cap(x: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """cap * tanh(x / cap) (paper §2 "Logit soft-capping"); in place when no gradient is needed.
+
+    Same three operations, in the same order, as HF, so the results are bit-identical.
+    Only call it on a fresh intermediate: without autograd it overwrites `x`.
+    """
+    if cap is None:
+        return x
+    if x.requires_grad:  # tanh's backward needs its own output, so no in-place chain here
+        return torch.tanh(x / cap) * cap
+    return x.div_(cap).tanh_().mul_(cap)
+
+
+class RMSNorm(nn.Module):
+    """x * rsqrt(mean(x^2) + eps) * (1 + weight), computed in fp32 (weights stored as offsets)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(dim))  # zeros = unit scale, as in HF and JAX
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (h * (1.0 + self.weight.float())).type_as(x)
+
+
+def rotary_cos_sin(
+    positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE tables for integer positions (B, T): cos and sin of shape (B, 1, T, head_dim)."""
+    inv_freq = 1.0 / (
+        theta
+        ** (torch.arange(0, head_dim, 2, dtype=torch.float, device=positions.device) / head_dim)
+    )
+    freqs = positions[..., None].float() * inv_freq
+    emb = torch.cat((freqs, freqs), dim=-1)  # half-split pairing: dim j rotates with j + hd/2
+    return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return x * cos + rotate_half(x) * sin
+
+
+class HookPoint(nn.Module):
+    """An identity at a named activation site. A forward hook that returns a tensor replaces it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention kernels. Both take q (B, H, T, hd), k and v (B, KV, S, hd), and an additive mask
+# (B or 1, T, S) holding 0 where key j is visible from query i and the dtype's minimum where not
+# (finite, like HF, so a fully padded row gives a uniform softmax rather than NaN). They return
+# the concatenated heads (B, T, H * hd), the Gemma Scope "attn_z" site.
+
+
+def _softmax_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(x.dtype, torch.float32)  # fp32 at least, as HF (fp64 kept)
+
+
+def eager_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor,
+    scaling: float,
+    softcap: float | None,
+) -> torch.Tensor:
+    """The reference, as paper §2 and HF's eager_attention_forward write it, op for op."""
+    B, H, T, hd = q.shape
+    groups = H // k.shape[1]
+    k = k.repeat_interleave(groups, dim=1)  # query head h reads KV head h // groups
+    v = v.repeat_interleave(groups, dim=1)
+    scores = torch.matmul(q, k.transpose(2, 3)) * scaling
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap  # soft-cap BEFORE the mask
+    scores = scores + mask[:, None]
+    probs = F.softmax(scores, dim=-1, dtype=_softmax_dtype(q)).to(q.dtype)
+    return torch.matmul(probs, v).transpose(1, 2).reshape(B, T, H * hd)
+
+
+def fast_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor,
+    scaling: float,
+    softcap: float | None,
+    window: int | None,
+    q_offset: int = 0,
+    block: int = 64,
+) -> torch.Tensor:
+    """The same maths as `eager_attention`, op for op, computed block by block over queries.
+
+    Query i sits at key index i + q_offset (q_offset = keys cached before this call), so a
+    block of queries [a, b) can only see keys in [a + q_offset - window + 1, b + q_offset):
+    key blocks that the causal or sliding mask removes entirely are never computed, and a
+    sliding layer costs T * (block + window) scores instead of T * T. Each block's scores
+    stay in cache while the scale, soft-cap, mask and softmax run over them in place.
+    Adjacent query heads reach their shared KV head through a reshape, without repeat_kv's
+    copy. Keys that are computed but masked (block edges, padding) are masked as in the
+    reference, so outputs agree with it to float rounding (bit-identical for T <= block).
+    """
+    B, H, T, hd = q.shape
+    KV = k.shape[1]
+    groups = H // KV
+    q = q.reshape(B, KV, groups, T, hd)  # head h = kv * groups + g
+    inplace = not (q.requires_grad or k.requires_grad)
+    outs = []
+    for a in range(0, T, block):
+        b = min(a + block, T)
+        lo = 0 if window is None else max(0, a + q_offset - window + 1)
+        hi = b + q_offset
+        qb = q[:, :, :, a:b].reshape(B, KV, groups * (b - a), hd)
+        s = torch.matmul(qb, k[:, :, lo:hi].transpose(2, 3)).view(B, KV, groups, b - a, hi - lo)
+        if inplace:  # HF's order of operations, in place on a block that stays in cache
+            s = s.mul_(scaling)
+            if softcap is not None:
+                s = s.div_(softcap).tanh_().mul_(softcap)
+        else:
+            s = s * scaling
+            if softcap is not None:
+                s = torch.tanh(s / softcap) * softcap
+        m = mask[:, None, None, a:b, lo:hi]
+        s = s.add_(m) if inplace else s + m
+        p = F.softmax(s, dim=-1, dtype=_softmax_dtype(q)).to(q.dtype)
+        o = torch.matmul(p.view(B, KV, groups * (b - a), hi - lo), v[:, :, lo:hi])
+        outs.append(o.view(B, KV, groups, b - a, hd))
+    z = outs[0] if len(outs) == 1 else torch.cat(outs, dim=3)
+    return z.permute(0, 3, 1, 2, 4).reshape(B, T, H * hd)
+
+
+class Attention(nn.Module):
+    """Grouped-query attention with RoPE, soft-capped scores and, on even layers, a window."""
+
+    def __init__(self, config: Gemma2Config, layer: int):
+        super().__init__()
+        self.config = config
+        self.layer = layer
+        self.window = config.window(layer)
+        self.scaling = config.query_pre_attn_scalar**-0.5  # not head_dim^-0.5 (27B: 144)
+        H, KV, hd, d = config.num_heads, config.num_kv_heads, config.head_dim, config.d_model
+        self.q_proj = nn.Linear(d, H * hd, bias=False)
+        self.k_proj = nn.Linear(d, KV * hd, bias=False)
+        self.v_proj = nn.Linear(d, KV * hd, bias=False)
+        self.o_proj = nn.Linear(H * hd, d, bias=False)
+        self.hook_attn_z = HookPoint()
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        B, T, _ = x.shape
+        cfg = self.config
+        q = self.q_proj(x).view(B, T, cfg.num_heads, cfg.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q_offset = 0
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)
+            q_offset = k.shape[2] - T
+        if cfg.attn_impl == "eager":
+            z = eager_attention(q, k, v, mask, self.scaling, cfg.attn_logit_softcap)
+        else:
+            z = fast_attention(
+                q, k, v, mask, self.scaling, cfg.attn_logit_softcap, self.window, q_offset
+            )
+        return self.o_proj(self.hook_attn_z(z))
+
+
+class MLP(nn.Module):
+    """Approximated GeGLU (paper §2): down(gelu_tanh(gate(x)) * up(x))."""
+
+    def __init__(self, config: Gemma2Config):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.d_model, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.d_model, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = F.gelu(self.gate_proj(x), approximate="tanh")
+        u = self.up_proj(x)
+        return self.down_proj(g * u if g.requires_grad else g.mul_(u))  # in place: one buffer less
+
+
+class Block(nn.Module):
+    """One decoder layer with sandwich norms: RMSNorm before AND after each sub-layer (§2)."""
+
+    def __init__(self, config: Gemma2Config, layer: int):
+        super().__init__()
+        d, eps = config.d_model, config.rms_norm_eps
+        self.self_attn = Attention(config, layer)
+        self.mlp = MLP(config)
+        self.input_layernorm = RMSNorm(d, eps)
+        self.post_attention_layernorm = RMSNorm(d, eps)
+        self.pre_feedforward_layernorm = RMSNorm(d, eps)
+        self.post_feedforward_layernorm = RMSNorm(d, eps)
+        self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def forward(self, h, cos, sin, mask, cache=None):
+        a = self.self_attn(self.input_layernorm(h), cos, sin, mask, cache)
+        h = h + self.post_attention_layernorm(a)
+        m = self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(h)))
+        h = h + self.hook_mlp_out(m)
+        return self.hook_resid_post(h)
+
+
+class KVCache:
+    """Keys and values of past tokens, per layer, for incremental decoding.
+
+    Sliding-window (even) layers keep only the last `sliding_window` columns, since no later
+    query can see further back; global layers keep everything. `valid` marks which columns so
+    far are real tokens (False for left padding) and `lengths` counts them per row, which is
+    the next token's position.
+    """
+
+    def __init__(self, config: Gemma2Config, batch_size: int, device=None):
+        self.windows = [config.window(i) for i in range(config.num_layers)]
+        self.keys: list[torch.Tensor | None] = [None] * config.num_layers
+        self.values: list[torch.Tensor | None] = [None] * config.num_layers
+        self.valid = torch.zeros(batch_size, 0, dtype=torch.bool, device=device)
+        self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
+
+    @property
+    def seen(self) -> int:
+        """Columns (tokens or padding) consumed so far."""
+        return self.valid.shape[1]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Append this call's keys and values; return all of them the layer's queries may see."""
+        if self.keys[layer] is not None:
+            k = torch.cat([self.keys[layer], k], dim=2)
+            v = torch.cat([self.values[layer], v], dim=2)
+        w = self.windows[layer]
+        self.keys[layer] = k if w is None else k[:, :, -w:]
+        self.values[layer] = v if w is None else v[:, :, -w:]
+        return k, v
+
+
+def build_mask(
+    valid: torch.Tensor | None,
+    past: int,
+    kept: int,
+    T: int,
+    window: int | None,
+    dtype: torch.dtype,
+    device=None,
+) -> torch.Tensor:
+    """Additive mask (B or 1, T, kept + T) for queries at columns past .. past + T - 1.
+
+    Keys are the columns past - kept .. past + T - 1. Key j is visible from query i iff
+    j <= i, j > i - window on sliding layers (paper §2; HF masking_utils), and j is a real token.
+    """
+    q = torch.arange(past, past + T, device=device)[:, None]
+    j = torch.arange(past - kept, past + T, device=device)[None, :]
+    allowed = j <= q
+    if window is not None:
+        allowed = allowed & (j > q - window)
+    allowed = allowed[None]
+    if valid is not None:
+        allowed = allowed & valid[:, None, past - kept :]
+    zero = torch.zeros((), dtype=dtype, device=device)
+    return torch.where(allowed, zero, torch.finfo(dtype).min)
+
+
+class Gemma2Model(nn.Module):
+    """Embedding, decoder layers and final norm: the hidden states before the unembedding."""
+
+    def __init__(self, config: Gemma2Config):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_layers))
+        self.norm = RMSNorm(config.d_model, config.rms_norm_eps)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        hidden_states: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Final normed hidden states (B, T, d); see Gemma2ForCausalLM.forward for arguments.
+
+        A `hidden_states` list receives HF's `output_hidden_states`: the scaled embedding,
+        each block's output, except that the last entry is after the final norm.
+        """
+        cfg = self.config
+        B, T = input_ids.shape
+        h = self.embed_tokens(input_ids)
+        # A tensor of the activation dtype, as HF and gemma_pytorch: bf16 sqrt(3584) = 59.75.
+        h = h * torch.tensor(cfg.d_model**0.5, dtype=h.dtype, device=h.device)
+
+        past = cache.seen if cache is not None else 0
+        new_valid = None if attention_mask is None else attention_mask.to(torch.bool)
+        if cache is not None and new_valid is None:
+            new_valid = torch.ones(B, T, dtype=torch.bool, device=h.device)
+        valid = new_valid if cache is None else torch.cat([cache.valid, new_valid], dim=1)
+        if valid is not None and bool(valid.all()):
+            valid = None  # no padding anywhere: one mask serves the whole batch
+        if positions is None:
+            positions = default_positions(new_valid, cache, B, T, h.device)
+        cos, sin = rotary_cos_sin(positions, cfg.head_dim, cfg.rope_theta, h.dtype)
+
+        # One mask per layer kind (sliding / global), shared by the layers of that kind.
+        masks = {}
+        for w in {cfg.window(i) for i in range(cfg.num_layers)}:
+            kept = past if w is None else min(past, w)  # columns the cache holds for it
+            masks[w] = build_mask(valid, past, kept, T, w, h.dtype, h.device)
+
+        if hidden_states is not None:
+            hidden_states.append(h)
+        for i, block in enumerate(self.layers):
+            h = block(h, cos, sin, masks[cfg.window(i)], cache)
+            if hidden_states is not None and i < len(self.layers) - 1:
+                hidden_states.append(h)
+        h = self.norm(h)
+        if hidden_states is not None:
+            hidden_states.append(h)
+
+        if cache is not None:
+            cache.valid = torch.cat([cache.valid, new_valid], dim=1)
+            cache.lengths = cache.lengths + new_valid.sum(1)
+        return h
+
+
+def default_positions(valid, cache, B, T, device) -> torch.Tensor:
+    """Each real token's index among its row's real tokens (HF: cumsum(mask) - 1)."""
+    start = cache.lengths[:, None] if cache is not None else 0
+    if valid is None:
+        return start + torch.arange(T, device=device).expand(B, T)
+    return start + (valid.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class Gemma2ForCausalLM(nn.Module):
+    """Gemma 2 with its tied unembedding and final soft-cap 30 * tanh(logits / 30)."""
+
+    def __init__(self, config: Gemma2Config):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.model = Gemma2Model(config)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """HF's initialisation: N(0, initializer_range) weights, zero pad row, zero norm offsets."""
+        std = self.config.initializer_range
+        for module in self.modules():
+            if isinstance(module, nn.Linear | nn.Embedding):
+                nn.init.normal_(module.weight, std=std)
+            elif isinstance(module, RMSNorm):
+                nn.init.zeros_(module.weight)
+        with torch.no_grad():
+            self.model.embed_tokens.weight[self.config.pad_token_id].zero_()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        return_hidden_states: bool = False,
+    ):
+        """Logits (B, T, vocab_size) for token ids (B, T).
+
+        `attention_mask` (B, T) marks real tokens with 1 and padding with 0 (left padding for
+        batched prompts); positions then count real tokens only, unless `positions` (B, T) is
+        given. With a `KVCache` the call continues where the cache left off.
+        With `return_hidden_states`, returns `(logits, hidden_states)` as HF's
+        `output_hidden_states`: num_layers + 1 tensors, the last one after the final norm.
+        """
+        hs: list[torch.Tensor] | None = [] if return_hidden_states else None
+        h = self.model(input_ids, positions, attention_mask, cache, hs)
+        logits = self.logits(h)
+        return (logits, hs) if return_hidden_states else logits
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Unembed with the tied embedding matrix, then soft-cap (paper §2)."""
+        return soft_cap(
+            F.linear(h, self.model.embed_tokens.weight), self.config.final_logit_softcap
+        )
+
+    def new_cache(self, batch_size: int) -> KVCache:
+        return KVCache(self.config, batch_size, device=self.model.embed_tokens.weight.device)
+
+    # --- Gemma Scope sites -------------------------------------------------------------------
+
+    def hook_point(self, site: str, layer: int) -> HookPoint:
+        """The HookPoint of `site` ("attn_z", "mlp_out" or "resid_post") in block `layer`."""
+        if site not in SITES:
+            raise AlignlabError(f"unknown hook site {site!r}; valid sites: {', '.join(SITES)}")
+        if not 0 <= layer < self.config.num_layers:
+            raise AlignlabError(f"layer {layer} out of range [0, {self.config.num_layers})")
+        block = self.model.layers[layer]
+        return block.self_attn.hook_attn_z if site == "attn_z" else getattr(block, f"hook_{site}")
+
+    @contextlib.contextmanager
+    def capture(
+        self, sites: Iterable[tuple[str, int]]
+    ) -> Iterator[dict[tuple[str, int], torch.Tensor]]:
+        """`with model.capture([("resid_post", 3)]) as acts: model(ids)`; then acts[("resid_post", 3)].
+
+        Records the activation each forward pass leaves at each site (after any replacement
+        registered earlier); a later forward pass overwrites the entry.
+        """
+        acts: dict[tuple[str, int], torch.Tensor] = {}
+
+        def recorder(key):
+            return lambda _module, _inputs, output: acts.__setitem__(key, output)
+
+        handles = [self.hook_point(s, i).register_forward_hook(recorder((s, i))) for s, i in sites]
+        try:
+            yield acts
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    @contextlib.contextmanager
+    def replace(
+        self, site: str, layer: int, fn: Callable[[torch.Tensor], torch.Tensor]
+    ) -> Iterator[None]:
+        """Within the block, the activation x at (site, layer) is replaced by fn(x)."""
+        handle = self.hook_point(site, layer).register_forward_hook(lambda _m, _i, out: fn(out))
+        try:
+            yield
+        finally:
+            handle.remove()
+
+
+def count_parameters(config: Gemma2Config) -> dict[str, int]:
+    """Embedding and non-embedding parameter counts (paper Table 2), built on the meta device.
+
+    With `vocab_size=PAPER_VOCAB_SIZE` (256128), the 2B/9B/27B presets give Table 2 exactly.
+    """
+    with torch.device("meta"):
+        model = Gemma2ForCausalLM(config)
+    total = sum(p.numel() for p in model.parameters())
+    embedding = model.model.embed_tokens.weight.numel()
+    return {"embedding": embedding, "non_embedding": total - embedding}
