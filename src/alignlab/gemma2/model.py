@@ -433,6 +433,15 @@ class Gemma2ForCausalLM(nn.Module):
             F.linear(h, self.model.embed_tokens.weight), self.config.final_logit_softcap
         )
 
+    def set_sliding_window(self, window: int) -> None:
+        """Use another sliding window on the even layers from now on (paper Table 10 evaluates
+        a model trained with 4096 at 2048 and 1024). Global layers are unaffected."""
+        if window < 1:
+            raise AlignlabError(f"sliding_window must be >= 1, got {window}")
+        self.config.sliding_window = window
+        for i, block in enumerate(self.model.layers):
+            block.self_attn.window = self.config.window(i)
+
     def new_cache(self, batch_size: int) -> KVCache:
         return KVCache(self.config, batch_size, device=self.model.embed_tokens.weight.device)
 

@@ -561,6 +561,7 @@ def train(
             "val_loss": last_val,
             "val_kl": last_kl,
             "finished": finished,
+            "window": [window_loss, window_steps],  # the training-loss average being built
         }
         checkpointer.save(step, tensors, state)
 
@@ -573,7 +574,10 @@ def train(
         f"gemma2 {cfg.objective}",
     )
     tokens_per_step = cfg.batch_size * cfg.seq_len
-    t0, window_loss, window_steps = time.perf_counter(), 0.0, 0
+    window_loss, window_steps = 0.0, 0
+    if ckpt is not None and ckpt.state.get("key") == key:  # a resumed log line averages the
+        window_loss, window_steps = ckpt.state.get("window", [0.0, 0])  # same steps as unbroken
+    t0 = time.perf_counter()
     t_start, steps_run = t0, 0
     try:
         for step in range(start, cfg.steps):
