@@ -578,9 +578,9 @@ register(
 register(
     Experiment(
         name="cmd.pointmaze",
-        # issue 3: the claim does not hold: with the learned actor CMD-2 ends at 0.84 and CRL
-        # at 0.88 (0.915 vs 0.918 at 8000 steps); this map does not separate them
-        # (docs/cmd.md, "cmd.pointmaze")
+        # issue 3, blocked: the claim does not hold at the CPU budget. With the learned actor
+        # CMD-2 ends at 0.84 and CRL at 0.88 (0.915 vs 0.918 at 8000 steps, and no separation
+        # on a map scaled to +-30 either); the notebook trains 500k steps (docs/cmd.md)
         wip=True,
         paper=PAPER,
         description="One-way vortex pointmaze from random walks: success vs gradient steps",
