@@ -9,14 +9,6 @@ from alignlab.gemma2 import Gemma2Config, Gemma2ForCausalLM, generate, sample
 from alignlab.gemma2.generate import left_pad
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model():
     """Tiny (window 8) with random weights big enough for varied, non-degenerate greedy text."""

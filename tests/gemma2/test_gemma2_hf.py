@@ -19,15 +19,6 @@ from alignlab.gemma2.hf import (
     to_hf_state_dict,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # Random small configs: GQA ratios 1/2/4, query_pre_attn_scalar != head_dim, windows shorter
 # than the sequences, non-default RoPE base and eps.
 CONFIGS = {

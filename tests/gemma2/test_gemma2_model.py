@@ -17,15 +17,6 @@ from alignlab.gemma2 import (
 from alignlab.gemma2.model import RMSNorm, build_mask, eager_attention, fast_attention
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny tensors: one thread is faster, and far faster when other jobs share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_model(seed=0, std=0.2, **overrides) -> Gemma2ForCausalLM:
     """A tiny model with every weight random, norms included (they initialise to zero)."""
     torch.manual_seed(seed)
