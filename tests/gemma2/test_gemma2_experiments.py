@@ -1,6 +1,9 @@
 """Smoke runs of the gemma2 experiments, teacher caching, exact resume, and their claims."""
 
+import dataclasses
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,8 +52,26 @@ def test_cached_teacher_is_reused_and_gives_identical_results(tmp_path):
     second = execute(spec(tmp_path, "gemma2.distill", "b", overrides=overrides))
     assert "reusing the cached checkpoint" in (second.dir / "log.txt").read_text()
     assert (first.dir / "results.json").read_bytes() == (second.dir / "results.json").read_bytes()
-    assert ex.teacher_checkpoint(ex._smoke_teacher(), seed=0) is not None
-    assert ex.teacher_checkpoint(ex._smoke_teacher(), seed=1) is None
+    assert ex.teacher_checkpoint(ex._smoke_teacher(), seed=0, threads=1) is not None
+    assert ex.teacher_checkpoint(ex._smoke_teacher(), seed=1, threads=1) is None
+    teachers = Path(os.environ["ALIGNLAB_CACHE"]) / "gemma2" / "teachers"
+    assert not [p for p in teachers.iterdir() if p.name.endswith(".tmp")]  # no temp folder left
+
+
+def test_teacher_key_follows_what_changes_the_weights():
+    t = ex._smoke_teacher()
+    data = ex.load_data(t)
+    key = ex.teacher_key(t, data, seed=0, threads=1)
+    same = dataclasses.replace(t, train=dataclasses.replace(t.train, log_every=1, eval_every=5))
+    assert ex.teacher_key(same, data, seed=0, threads=1) == key
+    for other in (
+        dataclasses.replace(t, d_model=64),
+        dataclasses.replace(t, sliding_window=4),
+        dataclasses.replace(t, train=dataclasses.replace(t.train, lr=1e-3)),
+    ):
+        assert ex.teacher_key(other, data, seed=0, threads=1) != key
+    assert ex.teacher_key(t, data, seed=1, threads=1) != key
+    assert ex.teacher_key(t, data, seed=0, threads=2) != key
 
 
 class Crash(RuntimeError):

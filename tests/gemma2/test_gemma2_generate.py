@@ -104,3 +104,14 @@ def test_bad_arguments_are_clear_errors(model, kwargs, message):
     args = dict(prompts=[[2, 3]], max_new_tokens=2) | kwargs
     with pytest.raises(AlignlabError, match=message):
         generate(model, **args)
+
+
+def test_nucleus_keeps_the_smallest_set_reaching_top_p():
+    # probabilities 0.5, 0.25, 0.25 (exact in binary): top_p = 0.5 is reached by the first
+    # token alone, 0.6 needs the second, and 1.0 keeps all three
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.25]])).repeat(4000, 1)
+    g = torch.Generator().manual_seed(0)
+    assert set(sample(logits, top_p=0.5, generator=g).tolist()) == {0}
+    drawn = sample(logits, top_p=0.6, generator=g)
+    assert set(drawn.tolist()) == {0, 1} or set(drawn.tolist()) == {0, 2}
+    assert set(sample(logits, top_p=1.0, generator=g).tolist()) == {0, 1, 2}

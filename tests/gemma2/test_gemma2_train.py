@@ -371,3 +371,11 @@ def test_bad_data_teacher_or_checkpoint_are_clear_errors(tmp_path):
         train(
             tiny_model(num_layers=3), cfg(steps=1), TOKENS, TOKENS, checkpointer=ckpt, resume=True
         )
+
+
+def test_kd_loss_of_a_diverged_student_is_nan_not_zero():
+    probs = torch.tensor([[[0.5, 0.5, 0.0]]])
+    assert torch.isnan(kd_loss(torch.full((1, 1, 3), float("nan")), probs))
+    # a zero teacher probability still contributes nothing where log P_S = -inf
+    logits = torch.tensor([[[0.0, 0.0, float("-inf")]]])
+    assert torch.allclose(kd_loss(logits, probs), torch.tensor(math.log(2)))

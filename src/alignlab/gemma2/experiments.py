@@ -8,8 +8,8 @@
                   inference (paper Table 10: perplexity 1.63 / 1.63 / 1.64 at 4096 / 2048 /
                   1024 for the 9B model).
 
-The teacher depends only on `TeacherConfig` and the run seed, so it is trained once and cached
-(`teacher_checkpoint`) in the HF layout under `cache_dir()/gemma2/teachers/<hash>/`;
+The teacher depends only on `TeacherConfig`, the run seed and the environment (`teacher_key`),
+so it is trained once and cached (`teacher_checkpoint`) in the HF layout under `cache_dir()/gemma2/teachers/<hash>/`;
 `gemma2.window`, repeated runs and later systems (Gemma Scope) reuse it.
 """
 
@@ -19,7 +19,9 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,8 +198,10 @@ def load_data(t: TeacherConfig) -> Data:
 
 def val_perplexity(model: Gemma2ForCausalLM, val: np.ndarray, seq_len: int) -> float:
     """Perplexity over the whole validation stream, each token a target exactly once."""
+    device = next(model.parameters()).device
     batches = [
-        (torch.from_numpy(b[:, :-1]), torch.from_numpy(b[:, 1:])) for b in _windows(val, seq_len)
+        (torch.from_numpy(b[:, :-1]).to(device), torch.from_numpy(b[:, 1:]).to(device))
+        for b in _windows(val, seq_len)
     ]
     with torch.no_grad():
         s = evaluate(model, batches)
@@ -208,22 +212,38 @@ def _windows(stream: np.ndarray, seq_len: int):
     return eval_batches(stream, seq_len, batch_size=16)
 
 
-def teacher_key(t: TeacherConfig, data: Data, seed: int) -> str:
-    """What the trained teacher depends on: its config, the corpus, the tokenizer, the seed."""
+# TrainConfig fields that change what is logged, not the weights
+_NOT_WEIGHTS = ("objective", "seed", "log_every", "eval_every", "eval_batches", "checkpoint_every")
+
+
+def teacher_key(
+    t: TeacherConfig, data: Data, seed: int, device: str = "cpu", threads: int | None = None
+) -> str:
+    """What the trained teacher's bits depend on: its model and training settings, the corpus,
+    the tokenizer and the seed, and the environment (torch version, device type, threads),
+    since float reductions may differ across them."""
+    train = {k: v for k, v in dataclasses.asdict(t.train).items() if k not in _NOT_WEIGHTS}
     spec = {
         "version": TEACHER_VERSION,
         "model": t.model().to_dict(),
-        "train": dataclasses.asdict(t.train),
+        "train": train,
         "corpus": data.corpus.sha256,
         "tokenizer": hashlib.sha256(data.tokenizer.to_json().encode()).hexdigest(),
         "seed": seed,
+        "torch": torch.__version__,
+        "device": torch.device(device).type,
+        "threads": torch.get_num_threads() if threads is None else threads,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def teacher_checkpoint(t: TeacherConfig, seed: int = 0) -> Path | None:
-    """The cached teacher's folder (HF layout + tokenizer.json + teacher.json), if trained."""
-    path = cache_dir() / "gemma2" / "teachers" / teacher_key(t, load_data(t), seed)
+def teacher_checkpoint(
+    t: TeacherConfig, seed: int = 0, device: str = "cpu", threads: int = 2
+) -> Path | None:
+    """The cached teacher's folder (HF layout + tokenizer.json + teacher.json), if one was
+    trained with these settings (the quick presets train on the CPU with 2 threads)."""
+    key = teacher_key(t, load_data(t), seed, device, threads)
+    path = cache_dir() / "gemma2" / "teachers" / key
     return path if (path / "teacher.json").is_file() else None
 
 
@@ -265,28 +285,42 @@ class _Stage:
 
 def get_teacher(ctx, t: TeacherConfig, data: Data) -> tuple[Gemma2ForCausalLM, dict]:
     """The teacher for this config and run seed: from the cache, or trained (and cached)."""
-    key = teacher_key(t, data, ctx.seed)
+    key = teacher_key(t, data, ctx.seed, ctx.device)
     cached = cache_dir() / "gemma2" / "teachers" / key
     if t.cache and (cached / "teacher.json").is_file():
         ctx.log(f"teacher: reusing the cached checkpoint {cached}")
-        model = from_pretrained(cached).float()
+        model = from_pretrained(cached).float().to(ctx.device)
         return model, read_json(cached / "teacher.json")
     model = _seeded_model(t.model(), ctx.seed, 0)
     ctx.log(f"teacher: training {_n_params(t.model()) / 1e6:.2f}M parameters by NTP")
     cfg = dataclasses.replace(t.train, objective="ntp", seed=ctx.seed)
     stage = _Stage(ctx, "teacher", 0)
-    result = train(model, cfg, data.train, data.val, ctx=stage, key="teacher")
-    info = {"train": result.to_dict(), "key": key}
+    result = train(model, cfg, data.train, data.val, ctx=stage, key="teacher", device=ctx.device)
+    info = {"train": result.to_dict(), "key": key, "torch": torch.__version__}
     if t.cache:
-        tmp = cached.with_name(f".{key}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+        _store_teacher(ctx, model, data, info, cached)
+    return model.eval(), info
+
+
+def _store_teacher(ctx, model, data: Data, info: dict, cached: Path) -> None:
+    """Write the teacher to a private temporary folder, then rename it into place. A crash
+    leaves no partial folder behind, and a complete cache written meanwhile by another
+    process (a sweep worker) is kept rather than replaced."""
+    tmp = cached.with_name(f".{cached.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
         save_pretrained(model, tmp)
         data.tokenizer.save(tmp / "tokenizer.json")
         atomic_write_json(tmp / "teacher.json", info)
-        shutil.rmtree(cached, ignore_errors=True)
-        tmp.rename(cached)
-        ctx.log(f"teacher: cached at {cached}")
-    return model.eval(), info
+        try:
+            tmp.rename(cached)
+        except OSError:
+            if not (cached / "teacher.json").is_file():
+                raise
+            ctx.log(f"teacher: another process cached it first at {cached}")
+            return
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ctx.log(f"teacher: cached at {cached}")
 
 
 def _n_params(cfg: Gemma2Config) -> int:
@@ -322,7 +356,16 @@ def run_distill(ctx) -> dict:
             tcfg = dataclasses.replace(cfg.student_train, objective=objective, seed=ctx.seed)
             ctx.log(f"{name}: d_model {width}, {layers} layers, {row['params'] / 1e6:.2f}M")
             stage = _Stage(ctx, name, offset)
-            result = train(model, tcfg, data.train, data.val, teacher=teacher, ctx=stage, key=name)
+            result = train(
+                model,
+                tcfg,
+                data.train,
+                data.val,
+                teacher=teacher,
+                ctx=stage,
+                key=name,
+                device=ctx.device,
+            )
             offset += tcfg.steps + 1
             ppl = val_perplexity(model, data.val, seq)
             ctx.log(f"{name}: validation perplexity {ppl:.2f}")
@@ -394,13 +437,15 @@ def run_window(ctx) -> dict:
     teacher, _ = get_teacher(ctx, cfg.teacher, data)
     seq = cfg.teacher.train.seq_len
     rows = []
-    for d in sorted(cfg.divisors):
-        window = max(1, cfg.teacher.sliding_window // d)
-        teacher.set_sliding_window(window)
-        ppl = val_perplexity(teacher, data.val, seq)
-        ctx.log(f"window {window}: validation perplexity {ppl:.3f}")
-        rows.append({"divisor": d, "window": window, "val_ppl": ppl})
-    teacher.set_sliding_window(cfg.teacher.sliding_window)
+    try:
+        for d in sorted(cfg.divisors):
+            window = max(1, cfg.teacher.sliding_window // d)
+            teacher.set_sliding_window(window)
+            ppl = val_perplexity(teacher, data.val, seq)
+            ctx.log(f"window {window}: validation perplexity {ppl:.3f}")
+            rows.append({"divisor": d, "window": window, "val_ppl": ppl})
+    finally:
+        teacher.set_sliding_window(cfg.teacher.sliding_window)
     base = rows[0]["val_ppl"]
     for r in rows:
         r["rel_change"] = r["val_ppl"] / base - 1

@@ -41,11 +41,12 @@ def sample(
     if top_k is not None:
         kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None:
-        # Nucleus: keep the most likely tokens until their mass reaches top_p (at least one).
+    if top_p is not None and top_p < 1:
+        # Nucleus: the smallest set of most likely tokens whose mass reaches top_p (at least
+        # one): a token is dropped once the mass before it has reached top_p.
         sorted_logits, order = logits.sort(dim=-1, descending=True)
         probs = sorted_logits.softmax(-1)
-        outside = probs.cumsum(-1) - probs > top_p
+        outside = probs.cumsum(-1) - probs >= top_p
         sorted_logits = sorted_logits.masked_fill(outside, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = logits.softmax(-1)

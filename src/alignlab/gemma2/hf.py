@@ -62,8 +62,6 @@ TIED = {"lm_head.weight": "model.embed_tokens.weight"}
 ACTIVATIONS = ("gelu_pytorch_tanh", "gelu_tanh")  # the same tanh-approximated GELU
 PICKLED = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 def layer_types(config: Gemma2Config) -> list[str]:
     """HF 5's per-layer attention kinds: sliding on even layers, full on odd (paper §2)."""
@@ -286,29 +284,37 @@ def save_pretrained(
             size = 0
         shards[-1][name] = t
         size += nbytes
-    for stale in [path / "model.safetensors", path / "model.safetensors.index.json"]:
-        stale.unlink(missing_ok=True)  # a previous save with other sharding
-    for stale in path.glob("model-*-of-*.safetensors"):
-        stale.unlink()
+    # the new files first (each atomically), then the config, and only then remove what a
+    # previous save with other sharding left: a crash never leaves a folder without weights
+    written = []
     if len(shards) == 1:
-        _save_atomic(state, path / "model.safetensors")
+        written.append(_save_atomic(state, path / "model.safetensors"))
     else:
         weight_map = {}
         for i, shard in enumerate(shards, 1):
             fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-            _save_atomic(shard, path / fname)
+            written.append(_save_atomic(shard, path / fname))
             weight_map.update(dict.fromkeys(shard, fname))
         total = sum(t.numel() * t.element_size() for t in state.values())
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-        atomic_write_json(path / "model.safetensors.index.json", index)
+        written.append(path / "model.safetensors.index.json")
+        atomic_write_json(written[-1], index)
     dtype = model.model.embed_tokens.weight.dtype
     atomic_write_json(path / "config.json", to_hf_config(model.config, dtype))
+    stale = [path / "model.safetensors", path / "model.safetensors.index.json"]
+    for f in stale + list(path.glob("model-*-of-*.safetensors")):
+        if f not in written:
+            f.unlink(missing_ok=True)
 
 
-def _save_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
+def _save_atomic(tensors: dict[str, torch.Tensor], path: Path) -> Path:
     """safetensors to a temporary name, then rename: a crash never leaves half a file."""
     from safetensors.torch import save_file
 
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt"})  # HF refuses files without it
-    os.replace(tmp, path)
+    try:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})  # HF refuses files without it
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -435,7 +435,9 @@ class Gemma2ForCausalLM(nn.Module):
 
     def set_sliding_window(self, window: int) -> None:
         """Use another sliding window on the even layers from now on (paper Table 10 evaluates
-        a model trained with 4096 at 2048 and 1024). Global layers are unaffected."""
+        a model trained with 4096 at 2048 and 1024). Global layers are unaffected. It changes
+        `self.config` (so a later save_pretrained records the new window); a KVCache made
+        before the change keeps the old window, so start generation with a new one."""
         if window < 1:
             raise AlignlabError(f"sliding_window must be >= 1, got {window}")
         self.config.sliding_window = window

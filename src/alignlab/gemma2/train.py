@@ -169,8 +169,10 @@ def kd_loss(
     when P_T is one-hot. `mask` (B, T) selects the positions that count.
     """
     log_ps = torch.log_softmax(_float(student_logits) / temperature, dim=-1)
-    # xlogy-style: a zero teacher probability contributes 0 even where log P_S = -inf
-    per_pos = -(probs * log_ps).nan_to_num(nan=0.0).sum(-1) * temperature**2
+    # xlogy-style: a zero teacher probability contributes 0 even where log P_S = -inf, while a
+    # NaN in the student's logits stays NaN (a diverged run must not report a falling loss)
+    terms = torch.where(probs > 0, probs * log_ps, torch.zeros_like(log_ps))
+    per_pos = -terms.sum(-1) * temperature**2
     if mask is not None:
         per_pos = per_pos[mask]
     return per_pos.sum() if reduction == "sum" else per_pos.mean()
@@ -577,7 +579,7 @@ def train(
     window_loss, window_steps = 0.0, 0
     if ckpt is not None and ckpt.state.get("key") == key:  # a resumed log line averages the
         window_loss, window_steps = ckpt.state.get("window", [0.0, 0])  # same steps as unbroken
-    t0 = time.perf_counter()
+    t0, rate_steps = time.perf_counter(), 0  # tokens/s counts only steps timed in this process
     t_start, steps_run = t0, 0
     try:
         for step in range(start, cfg.steps):
@@ -612,10 +614,11 @@ def train(
             done = step + 1
             steps_run += 1
             window_loss, window_steps = window_loss + loss, window_steps + 1
+            rate_steps += 1
             metrics = {"train_loss": loss, "lr": lr, "grad_norm": float(grad_norm)}
             if done % cfg.log_every == 0 or done == cfg.steps:
                 now = time.perf_counter()
-                rate = window_steps * tokens_per_step / max(now - t0, 1e-9)
+                rate = rate_steps * tokens_per_step / max(now - t0, 1e-9)
                 train_curve.append((done, window_loss / window_steps))
                 if ctx is not None and main_rank:
                     ctx.log_metrics(
@@ -626,7 +629,7 @@ def train(
                         grad_norm=float(grad_norm),
                         tokens_per_s=rate,
                     )
-                t0, window_loss, window_steps = now, 0.0, 0
+                t0, rate_steps, window_loss, window_steps = now, 0, 0.0, 0
                 bar.update(rate, loss)
             else:
                 bar.update()
