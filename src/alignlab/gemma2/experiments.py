@@ -201,15 +201,11 @@ def val_perplexity(model: Gemma2ForCausalLM, val: np.ndarray, seq_len: int) -> f
     device = next(model.parameters()).device
     batches = [
         (torch.from_numpy(b[:, :-1]).to(device), torch.from_numpy(b[:, 1:]).to(device))
-        for b in _windows(val, seq_len)
+        for b in eval_batches(val, seq_len, batch_size=16)
     ]
     with torch.no_grad():
         s = evaluate(model, batches)
     return math.exp(s["nll"] / s["n"])
-
-
-def _windows(stream: np.ndarray, seq_len: int):
-    return eval_batches(stream, seq_len, batch_size=16)
 
 
 # TrainConfig fields that change what is logged, not the weights
@@ -237,13 +233,18 @@ def teacher_key(
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def teacher_dir(key: str) -> Path:
+    """Where the teacher with this `teacher_key` is cached."""
+    return cache_dir() / "gemma2" / "teachers" / key
+
+
 def teacher_checkpoint(
     t: TeacherConfig, seed: int = 0, device: str = "cpu", threads: int = 2
 ) -> Path | None:
     """The cached teacher's folder (HF layout + tokenizer.json + teacher.json), if one was
     trained with these settings (the quick presets train on the CPU with 2 threads)."""
     key = teacher_key(t, load_data(t), seed, device, threads)
-    path = cache_dir() / "gemma2" / "teachers" / key
+    path = teacher_dir(key)
     return path if (path / "teacher.json").is_file() else None
 
 
@@ -286,7 +287,7 @@ class _Stage:
 def get_teacher(ctx, t: TeacherConfig, data: Data) -> tuple[Gemma2ForCausalLM, dict]:
     """The teacher for this config and run seed: from the cache, or trained (and cached)."""
     key = teacher_key(t, data, ctx.seed, ctx.device)
-    cached = cache_dir() / "gemma2" / "teachers" / key
+    cached = teacher_dir(key)
     if t.cache and (cached / "teacher.json").is_file():
         ctx.log(f"teacher: reusing the cached checkpoint {cached}")
         model = from_pretrained(cached).float().to(ctx.device)
