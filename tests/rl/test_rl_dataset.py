@@ -204,3 +204,18 @@ def test_default_min_offset_is_unchanged_and_next_action_is_the_successors():
     b = data.sample(64, np.random.default_rng(5), 0.9, random_goal_prob=0.5, min_offset=1)
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert (a["next_action"] == a["action"] + 1).all()  # action = 1000 * episode + step
+
+
+def test_rewards_travel_with_their_states_and_survive_dropping_episodes():
+    buffer = EpisodeDataset(capacity=8)
+    obs = np.arange(10, dtype=np.float32)[:, None]
+    reward = np.arange(10, dtype=np.float32) * 10  # reward[n] belongs to state n
+    buffer.add_arrays(obs[:5], obs[:5], [5], reward[:5])
+    buffer.add_arrays(obs[5:], obs[5:], [5], reward[5:])  # 10 > 8: the first episode goes
+    assert buffer.reward.tolist() == (reward[5:]).tolist()
+    batch = buffer.sample(50, np.random.default_rng(0), 0.9)
+    assert np.array_equal(batch["reward"], batch["obs"][:, 0] * 10)
+    plain = EpisodeDataset.from_arrays(obs, obs, [10])  # no rewards given: zeros
+    assert not plain.sample(5, np.random.default_rng(0), 0.9)["reward"].any()
+    with pytest.raises(ValueError, match="reward must have shape"):
+        buffer.add_arrays(obs[:5], obs[:5], [5], reward[:4])

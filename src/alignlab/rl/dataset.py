@@ -23,7 +23,9 @@ import torch
 class EpisodeDataset:
     """States and actions of whole episodes; `sample` draws (s, a, s', g, a_g) batches.
 
-    Per state n: `obs[n]`, `action[n]` (the action taken at obs[n]), `episode_id[n]`,
+    Per state n: `obs[n]`, `action[n]` (the action taken at obs[n]), `reward[n]` (the reward
+    of the transition from state n; 0 where none was given, and for an episode's last state),
+    `episode_id[n]`,
     `step[n]` (index within the episode) and `episode_end[n]` (flat index of the episode's
     last state); `anchors` lists the states with a successor. `capacity` (states), if set,
     makes it a FIFO replay buffer that drops its oldest whole episodes.
@@ -33,6 +35,7 @@ class EpisodeDataset:
         self.capacity = capacity
         self.obs: np.ndarray | None = None
         self.action: np.ndarray | None = None
+        self.reward = np.zeros(0, dtype=np.float32)
         self.episode_id = np.zeros(0, dtype=np.int64)
         self.step = np.zeros(0, dtype=np.int64)
         self.episode_end = np.zeros(0, dtype=np.int64)
@@ -85,9 +88,13 @@ class EpisodeDataset:
             action.append(a)
         self.add_arrays(np.concatenate(obs), np.concatenate(action), [len(o) for o in obs])
 
-    def add_arrays(self, obs: np.ndarray, action: np.ndarray, lengths) -> None:
-        """Append flat, aligned obs (N, ...) and action (N, ...) cut into episodes of `lengths`."""
+    def add_arrays(self, obs: np.ndarray, action: np.ndarray, lengths, reward=None) -> None:
+        """Append flat, aligned obs (N, ...) and action (N, ...) cut into episodes of `lengths`;
+        `reward` (N,), if given, is each state's transition reward (0 for last states)."""
         obs, action = np.asarray(obs), np.asarray(action)
+        reward = np.zeros(len(obs), np.float32) if reward is None else np.asarray(reward)
+        if reward.shape != (len(obs),):
+            raise ValueError(f"reward must have shape ({len(obs)},), got {reward.shape}")
         lengths = np.asarray(lengths, dtype=np.int64)
         if len(obs) != len(action) or lengths.sum() != len(obs) or np.any(lengths < 1):
             raise ValueError(
@@ -108,6 +115,7 @@ class EpisodeDataset:
         self.episode_end = np.concatenate([self.episode_end, np.repeat(ends, lengths)])
         self.obs = obs if self.obs is None else np.concatenate([self.obs, obs])
         self.action = action if self.action is None else np.concatenate([self.action, action])
+        self.reward = np.concatenate([self.reward, reward.astype(np.float32)])
         if self.capacity is not None and len(self) > self.capacity:
             self._drop_oldest(len(self) - self.capacity)
         self.anchors = np.flatnonzero(self.episode_end > np.arange(len(self)))
@@ -115,7 +123,7 @@ class EpisodeDataset:
     def _drop_oldest(self, n: int) -> None:
         """Drop the oldest whole episodes holding at least n states."""
         cut = self.episode_end[n - 1] + 1  # round up to the end of the episode holding state n-1
-        self.obs, self.action = self.obs[cut:], self.action[cut:]
+        self.obs, self.action, self.reward = self.obs[cut:], self.action[cut:], self.reward[cut:]
         self.episode_id, self.step = self.episode_id[cut:], self.step[cut:]
         self.episode_end = self.episode_end[cut:] - cut
 
@@ -139,8 +147,8 @@ class EpisodeDataset:
         successor distance is a quasimetric (cmd.distances.successor_distance). The default 1
         is the strictly-future law of the module docstring.
 
-        Returns obs, action, next_obs, next_action, goal, goal_action, offset, random_goal, and
-        the flat indices `index` (anchor) and `goal_index`.
+        Returns obs, action, reward, next_obs, next_action, goal, goal_action, offset,
+        random_goal, and the flat indices `index` (anchor) and `goal_index`.
         """
         if not 0.0 < gamma < 1.0:
             raise ValueError(f"gamma must lie in (0, 1), got {gamma}")
@@ -165,6 +173,7 @@ class EpisodeDataset:
         return {
             "obs": self.obs[index],
             "action": self.action[index],
+            "reward": self.reward[index],
             "next_obs": self.obs[index + 1],
             "next_action": self.action[index + 1],
             "goal": self.obs[goal_index],
