@@ -1,0 +1,287 @@
+"""The assistant's learners: ESR's contrastive empowerment reward, AvE's simulated proxy, the
+Q-learning critic with an entropy-tuned Boltzmann policy they share, and the goal-inference and
+random baselines (ESR notes, "Method" and "Baselines"; the paper's Algorithm 1).
+
+ESR (Eqs. 10 and 13 of the paper, as in its `agents/contrastive.py`):
+- One representation network phi(s, a_R, a_H) and one psi(s+), with s+ = s_{t+Delta},
+  Delta ~ Geom(1 - gamma) in the same episode. The marginal phi(s, a_R, 0) is the same phi with
+  the human-action one-hot zeroed.
+- Contrastive loss: symmetric InfoNCE over the tiled 2B batch, rows [phi(s, a_R, 0);
+  phi(s, a_R, a_H)], columns [psi(s+); psi(s+)], logits <phi, psi> / repr_dim (ESR's scale,
+  not sqrt(d)); positives on the diagonal. (The paper's code sums the row and column losses;
+  `symmetric_infonce` averages them, which only halves the gradient Adam rescales anyway.)
+- Reward r = (phi(s, a_R, a_H) - phi(s, a_R, 0))^T psi(s+): a one-sample estimate of the
+  pointwise mutual information between the human's action and the future state (times
+  repr_dim), recomputed with the current networks for every critic batch.
+- Logged mutual information: the mean diagonal logit of the joint rows minus that of the
+  marginal rows, in nats (the code's `mutual_info`).
+
+Critic and acting (`agents/base.py`): Q(s, .) over the robot's actions, target
+r + gamma max_a Q_target(s', a), Polyak-averaged target. The policy is softmax(beta Q(s, .));
+the precision beta takes SGD steps on (H_target - H(beta))^2 so the policy's entropy tracks
+`target_entropy`, clipped to [1e-3, 100].
+
+Episodes here have a fixed length and no terminal states (a frozen gridworld state is
+absorbing, the horizon is a time limit), so every target bootstraps; transitions never cross
+an episode boundary, unlike the original buffer (ESR notes, "Pitfalls").
+
+AvE (Du et al. 2020; the ESR code's `agents/ave.py`): the reward of a state is
+log(mean over features of the variance, across `rollouts` simulated continuations of `length`
+uniformly random human steps with the robot idle, of the human's features + 1e-3), computed
+with the true simulator but without the hidden goal. The original draws the simulated human
+actions from the robot's action count (125), and its switch clamps every index >= 4 to "stay",
+so ~97% of simulated human actions are "stay"; `ave_quirk=True` reproduces that.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from alignlab.nn import contrastive_accuracy, mlp, symmetric_infonce
+from alignlab.nn.contrastive import logit_divisor
+from alignlab.rl import polyak_update
+
+METHODS = ("esr", "ave", "random", "goal_inference")
+CONTRASTIVE = ("tiled", "masked", "separate")
+
+
+def adam(params, lr: float) -> torch.optim.Adam:
+    """Adam with the fused kernel where this torch has one for the parameters' device (CPU
+    since torch 2.4): the same update in far fewer small ops, which dominate at these sizes."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr)
+
+
+@dataclass
+class AgentConfig:
+    """Hyperparameters of the assistant (ESR notes, "Gridworld defaults" / "Scaled-down")."""
+
+    repr_dim: int = 32
+    hidden: tuple[int, ...] = (128, 128)
+    repr_lr: float = 1e-4
+    policy_lr: float = 1e-3
+    gamma: float = 0.9  # the future-state discount and the critic's, shared as in the code
+    tau: float = 0.005
+    batch_size: int = 256
+    target_entropy: float = 0.6  # nats
+    dual_lr: float = 0.1
+    precision_init: float = 1.0
+    # "tiled": one symmetric InfoNCE over the 2B x 2B tiled batch, as the paper's code;
+    # "separate": one symmetric InfoNCE each for the joint and the marginal rows (B x B), the
+    # variant left commented out in the paper's code (see the module docstring)
+    contrastive: str = "tiled"
+    # logits = <phi, psi> / c: c = repr_dim as in the paper's code ("dim"), or sqrt(repr_dim)
+    logit_scale: str = "dim"
+    # AvE's empowerment proxy
+    ave_rollouts: int = 20
+    ave_length: int = 5
+    ave_quirk: bool = False
+
+    def validate(self) -> None:
+        if not 0.0 < self.gamma < 1.0:
+            raise ValueError(f"gamma must lie in (0, 1), got {self.gamma}")
+        if not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"tau must lie in (0, 1], got {self.tau}")
+        if self.contrastive not in CONTRASTIVE:
+            raise ValueError(
+                f"unknown contrastive loss {self.contrastive!r}; valid: {', '.join(CONTRASTIVE)}"
+            )
+        logit_divisor(self.repr_dim, self.logit_scale)  # raises for an unknown scale
+        if not self.hidden or min(self.hidden) < 1:
+            raise ValueError(f"hidden needs at least one positive width, got {self.hidden}")
+        for name in ("repr_lr", "policy_lr", "dual_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.target_entropy < 0:
+            raise ValueError(f"target_entropy must be >= 0 nats, got {self.target_entropy}")
+        if not 1e-3 <= self.precision_init <= 100:
+            raise ValueError(f"precision_init must lie in [1e-3, 100], got {self.precision_init}")
+        for name in ("repr_dim", "batch_size", "ave_rollouts", "ave_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def one_hot(index: torch.Tensor, n: int) -> torch.Tensor:
+    return F.one_hot(index.long(), n).to(torch.get_default_dtype())
+
+
+class QLearner(torch.nn.Module):
+    """Q(s, .) with a Polyak target and the entropy-tuned Boltzmann policy (module docstring)."""
+
+    def __init__(self, obs_dim: int, n_actions: int, cfg: AgentConfig):
+        super().__init__()
+        self.cfg, self.n_actions = cfg, n_actions
+        self.q = mlp(obs_dim, cfg.hidden, n_actions, activation="swish")
+        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+        self.q_opt = adam(self.q.parameters(), cfg.policy_lr)
+        self.register_buffer("precision", torch.tensor(float(cfg.precision_init)))
+
+    def policy_logits(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.precision * torch.log_softmax(self.q(obs), dim=-1)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Sample from softmax(beta Q(s, .)) with numpy's generator (so runs are reproducible)."""
+        probs = torch.softmax(self.policy_logits(torch.as_tensor(obs)), dim=-1).double().numpy()
+        cdf = np.cumsum(probs, axis=1)
+        u = rng.random(len(obs))[:, None] * cdf[:, -1:]
+        return np.minimum((cdf <= u).sum(axis=1), self.n_actions - 1)
+
+    def q_update(self, obs, action, reward, next_obs) -> dict[str, float]:
+        with torch.no_grad():
+            target = reward + self.cfg.gamma * self.q_target(next_obs).max(dim=-1).values
+        q = self.q(obs).gather(1, action.long()[:, None])[:, 0]
+        loss = F.mse_loss(q, target)
+        self.q_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.q_opt.step()
+        polyak_update(self.q_target, self.q, self.cfg.tau)
+        return {"q_loss": loss.item(), "q_mean": q.mean().item(), "reward": reward.mean().item()}
+
+    def dual_update(self, obs: torch.Tensor) -> dict[str, float]:
+        """One SGD step of beta on (H_target - H(beta))^2 over a batch of states."""
+        with torch.no_grad():
+            logp_q = torch.log_softmax(self.q(obs), dim=-1)
+        beta = self.precision.clone().requires_grad_(True)
+        logp = torch.log_softmax(beta * logp_q, dim=-1)
+        entropy = -(logp.exp() * logp).sum(-1).mean()
+        loss = (self.cfg.target_entropy - entropy) ** 2
+        (grad,) = torch.autograd.grad(loss, beta)
+        with torch.no_grad():
+            self.precision.copy_((self.precision - self.cfg.dual_lr * grad).clamp(1e-3, 100.0))
+        return {"entropy": entropy.item(), "precision": self.precision.item()}
+
+
+class ESRRepresentation(torch.nn.Module):
+    """phi(s, a_R, a_H), phi(s, a_R, 0) and psi(s+) with the tiled symmetric InfoNCE loss.
+
+    phi's first layer is a linear map of [s, onehot(a_R), onehot(a_H)], stored as a linear
+    layer on s plus one embedding row per action (the same function, without multiplying the
+    one-hots); the marginal phi(s, a_R, 0) leaves the human's row out, exactly as zeroing its
+    one-hot does. Both are initialised like one linear layer over the concatenated input.
+    """
+
+    def __init__(self, obs_dim: int, robot_actions: int, human_actions: int, cfg: AgentConfig):
+        super().__init__()
+        self.repr_dim, self.contrastive = cfg.repr_dim, cfg.contrastive
+        self.c = logit_divisor(cfg.repr_dim, cfg.logit_scale)
+        width = cfg.hidden[0]
+        bound = (obs_dim + robot_actions + human_actions) ** -0.5
+        self.phi_obs = torch.nn.Linear(obs_dim, width)
+        self.phi_robot = torch.nn.Embedding(robot_actions, width)
+        self.phi_human = torch.nn.Embedding(human_actions, width)
+        for layer in (self.phi_obs.weight, self.phi_obs.bias, self.phi_robot.weight):
+            torch.nn.init.uniform_(layer, -bound, bound)
+        torch.nn.init.uniform_(self.phi_human.weight, -bound, bound)
+        self.phi_rest = torch.nn.Sequential(
+            torch.nn.SiLU(), mlp(width, cfg.hidden[1:], cfg.repr_dim, activation="swish")
+        )
+        self.psi = mlp(obs_dim, cfg.hidden, cfg.repr_dim, activation="swish")
+        self.opt = adam(self.parameters(), cfg.repr_lr)
+
+    def phis(self, obs, a_robot, a_human) -> tuple[torch.Tensor, torch.Tensor]:
+        """(phi(s, a_R, a_H), phi(s, a_R, 0)), each (B, repr_dim)."""
+        base = self.phi_obs(obs) + self.phi_robot(a_robot.long())
+        joint = base + self.phi_human(a_human.long())
+        phi = self.phi_rest(torch.cat([joint, base]))
+        return phi[: len(obs)], phi[len(obs) :]
+
+    @torch.no_grad()
+    def reward(self, obs, a_robot, a_human, goal) -> torch.Tensor:
+        """r = (phi(s, a_R, a_H) - phi(s, a_R, 0))^T psi(s+), shape (B,)."""
+        phi_sa, phi_s = self.phis(obs, a_robot, a_human)
+        return ((phi_sa - phi_s) * self.psi(goal)).sum(-1)
+
+    def update(self, obs, a_robot, a_human, goal) -> tuple[dict[str, float], torch.Tensor]:
+        """One contrastive step; also returns the batch's reward from the networks as they were
+        before the step (the same value `reward` gives, without a second forward pass)."""
+        phi_sa, phi_s = self.phis(obs, a_robot, a_human)
+        psi = self.psi(goal)
+        b = len(obs)
+        if self.contrastive in ("tiled", "masked"):
+            rows = torch.cat([phi_s, phi_sa])  # the tiled 2B batch
+            logits = rows @ torch.cat([psi, psi]).T / self.c
+            if self.contrastive == "masked":  # an anchor's other half is not its negative
+                i = torch.arange(b)
+                logits = logits.index_put(
+                    (torch.cat([i, i + b]), torch.cat([i + b, i])), torch.tensor(float("-inf"))
+                )
+            loss = symmetric_infonce(logits)
+            diag = logits.detach().diagonal()
+            joint, marginal = diag[b:], diag[:b]
+        else:
+            logits_sa = phi_sa @ psi.T / self.c
+            logits = phi_s @ psi.T / self.c
+            loss = symmetric_infonce(logits_sa) + symmetric_infonce(logits)
+            joint, marginal = logits_sa.detach().diagonal(), logits.detach().diagonal()
+        reward = ((phi_sa - phi_s) * psi).sum(-1).detach()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        info = {
+            "repr_loss": loss.item(),
+            "repr_accuracy": contrastive_accuracy(logits.detach()).item(),
+            "mutual_info": (joint - marginal).mean().item(),
+        }
+        return info, reward
+
+
+def ave_reward(simulator, state: dict, rng: np.random.Generator, cfg: AgentConfig):
+    """AvE's empowerment proxy of each state in `state` (module docstring), shape (N,).
+
+    `simulator` is an environment (reused, resized by `set_state`) or a factory `m -> env`.
+    The state is repeated `ave_rollouts` times, its hidden goal (if any) removed by the env's
+    `blind_state`, and the simulated human takes `ave_length` random actions while the robot
+    idles.
+    """
+    sim = simulator if hasattr(simulator, "set_state") else simulator(1)
+    reps = cfg.ave_rollouts
+    repeated = {k: (np.repeat(v, reps, axis=0) if np.ndim(v) else v) for k, v in state.items()}
+    blind = getattr(sim, "blind_state", None)
+    sim.set_state(blind(repeated) if blind is not None else repeated)
+    m = sim.num_envs
+    idle = np.full(m, sim.noop_robot_action)
+    for _ in range(cfg.ave_length):
+        if cfg.ave_quirk:  # the original: randint over the robot's actions, clamped to "stay"
+            a_h = np.minimum(rng.integers(sim.robot_actions, size=m), sim.human_actions - 1)
+        else:
+            a_h = rng.integers(sim.human_actions, size=m)
+        sim.step(idle, a_h)
+    feats = sim.empowerment_features().reshape(m // reps, reps, -1)
+    return np.log(feats.var(axis=1).mean(axis=1) + 1e-3)
+
+
+@dataclasses.dataclass
+class GoalPosterior:
+    """Bayesian goal inference over an oracle goal set (every cell): P(g | a_H^{0:t}) with the
+    human's own eps-greedy likelihood, P(a | s, g) = (1 - eps) [a = greedy_g(s)] + eps / 5."""
+
+    log_post: np.ndarray  # (N, G)
+    goals: np.ndarray  # (G, 2)
+
+    @classmethod
+    def uniform(cls, num_envs: int, size: int) -> GoalPosterior:
+        cells = np.arange(size * size)
+        goals = np.stack([cells // size, cells % size], 1)
+        return cls(np.zeros((num_envs, len(goals))), goals)
+
+    def update(self, env, human_action: np.ndarray, live: np.ndarray) -> None:
+        """Condition on the actions the human took from env's current state (before stepping);
+        frozen envs (`live` False) are skipped: their human's action carries no information."""
+        n = env.num_envs
+        greedy = env.greedy_human_action(np.broadcast_to(self.goals, (n, *self.goals.shape)))
+        match = greedy == human_action[:, None]
+        like = np.log(np.where(match, 1 - env.noise, 0.0) + env.noise / 5)
+        self.log_post += np.where(live[:, None], like, 0.0)
+
+    def map_goal(self) -> np.ndarray:
+        return self.goals[np.argmax(self.log_post, axis=1)]
