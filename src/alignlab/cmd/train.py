@@ -40,6 +40,7 @@ import torch
 
 from alignlab.core.errors import AlignlabError
 from alignlab.core.run import Checkpointer
+from alignlab.core.units import n_workers as unit_workers
 from alignlab.rl import EpisodeDataset, to_torch
 
 from .methods import METHODS, ActionSpec, Method, MethodConfig
@@ -109,7 +110,7 @@ def train_units(
     ckpt = ctx.checkpoint.load()
     done: dict[str, dict] = dict(ckpt.state["done"]) if ckpt else {}
     todo = [(i, u) for i, u in enumerate(units) if u.key not in done]
-    n_workers = n_unit_workers(loop.workers, len(todo), ctx.quiet)
+    n_workers = unit_workers(loop.workers, len(todo), ctx.quiet)
     if n_workers > 1:
         _train_parallel(ctx, todo, n_workers, data, spec, method_cfg, loop, evaluate, finish, done)
         return {u.key: done[u.key] for u in units}
@@ -180,24 +181,6 @@ def _train_unit(ctx, unit, index, data, spec, cfg, loop, evaluate, finish, resum
 
 
 # ---- parallel units ------------------------------------------------------------------------
-
-
-def n_unit_workers(requested: int, n_units: int, quiet: bool) -> int:
-    """How many units train at once, at most n_units.
-
-    `requested` > 0 is taken as given; 0 (auto) means one per CPU core, except in quiet runs
-    (sweep workers, which already run one experiment per core): there 1.
-    """
-    if n_units <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        return 1
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        return 1  # CUDA does not survive a fork
-    if requested == 0:
-        if quiet:
-            return 1
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        requested = cores or 1
-    return max(1, min(requested, n_units))
 
 
 def unit_dir(run_dir, unit: Unit):
