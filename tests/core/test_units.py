@@ -195,3 +195,34 @@ def test_resume_in_workers_runs_only_the_unfinished_units(tmp_path):
     assert out == ref and list(out) == KEYS
     assert sorted(k for k, _, _ in unit.called()) == sorted(KEYS)  # each unit exactly once
     assert by_step(ctx.metrics()) == expected_metrics(SIZE)
+
+
+# ---- review fixes ----------------------------------------------------------------------------
+
+
+def test_an_unpicklable_result_fails_its_unit_instead_of_hanging(tmp_path):
+    ctx = run_context(tmp_path)
+
+    def fn(key, uctx):
+        return {"f": (lambda: 0)} if key == "alpha" else expected_result(key)
+
+    with pytest.raises(AlignlabError, match="unit alpha failed"):
+        run_units(ctx, KEYS[:2], fn, SIZE, workers=2)
+
+
+def test_steps_outside_the_stride_are_refused(tmp_path):
+    def fn(key, uctx):
+        uctx.log_metrics(SIZE + 1, loss=1.0)
+        return {}
+
+    with pytest.raises(AlignlabError, match="outside"):
+        run_units(run_context(tmp_path), KEYS[:1], fn, SIZE, workers=1)
+
+
+def test_lines_of_a_unit_that_did_not_finish_are_dropped_on_resume(tmp_path):
+    ctx = run_context(tmp_path)
+    run_units(ctx, KEYS[:2], Unit(tmp_path), SIZE, workers=1)
+    # a crash between writing gamma's lines and recording it as done leaves orphan lines
+    ctx.log_metrics(2 * SIZE + 1, unit="gamma", loss=-1.0)
+    run_units(ctx, KEYS, Unit(tmp_path), SIZE, workers=1)
+    assert by_step(ctx.metrics()) == expected_metrics(SIZE)  # gamma's lines once, not twice

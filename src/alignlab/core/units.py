@@ -8,15 +8,20 @@ each unit seeded from its key, the final results are the same as an uninterrupte
 
 Workers: units run in forked processes, at most `workers` at a time (0 = one per CPU core,
 except in quiet runs, i.e. sweep workers, which already fill the cores: there 1). A unit's
-metric lines are kept until it finishes and then appended by the parent, each at
-`index * stride + step`, so the core's truncation on resume (to the checkpoint's last step)
-drops nothing that a finished unit logged.
+metric lines are kept until it finishes; the parent then appends them, each at
+`index * stride + step` (0 <= step <= stride) and tagged with the unit's key, and only then
+records the unit as done. A resumed run first drops the lines of units not recorded as done
+(written just before a crash), so no unit's lines appear twice.
+Results go through JSON before they are recorded, so a fresh and a resumed run return the
+same types.
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
+import pickle
 import queue as queue_lib
 import signal
 import traceback
@@ -26,6 +31,7 @@ from typing import Any
 import torch
 
 from alignlab.core.errors import AlignlabError
+from alignlab.core.io import atomic_write_text, dumps_json
 
 
 class UnitContext:
@@ -80,13 +86,17 @@ def run_units(
     done: dict[str, dict] = dict(ckpt.state["done"]) if ckpt else {}
     todo = [(i, k) for i, k in enumerate(keys) if k not in done]
     last = [ckpt.step if ckpt else 0]
+    _drop_unfinished_rows(ctx, set(keys) - set(done))
 
     def finish(index: int, key: str, result: dict, rows: list[dict]) -> None:
-        done[key] = result
+        bad = [r["step"] for r in rows if not 0 <= r["step"] <= stride]
+        if bad:
+            raise AlignlabError(f"unit {key} logged steps {bad[:3]} outside [0, {stride}]")
+        for row in rows:  # the lines first: a crash before the save reruns the unit
+            ctx.log_metrics(index * stride + row.pop("step"), unit=key, **row)
+        done[key] = json.loads(dumps_json(result))
         last[0] = max(last[0], (index + 1) * stride)
         ctx.checkpoint.save(last[0], {}, {"done": done})
-        for row in rows:
-            ctx.log_metrics(index * stride + row.pop("step"), unit=key, **row)
 
     bar = _Bar(None if ctx.quiet else size * len(todo), len(todo), description)
     try:
@@ -109,6 +119,18 @@ def run_units(
     return {k: done[k] for k in keys}
 
 
+def _drop_unfinished_rows(ctx, unfinished: set[str]) -> None:
+    """Remove metric lines of units that are not recorded as done (a crash between writing a
+    unit's lines and saving the checkpoint), so their rerun does not log them twice."""
+    path = ctx.dir / "metrics.jsonl"
+    if not unfinished or not path.exists():
+        return
+    rows = ctx.metrics()
+    keep = [r for r in rows if r.get("unit") not in unfinished]
+    if len(keep) < len(rows):
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+
+
 def _worker(fn, key, messages, parent) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C for everyone
     torch.set_num_threads(1)
@@ -125,8 +147,11 @@ def _worker(fn, key, messages, parent) -> None:
     try:
         uctx = UnitContext(key, progress)
         out = fn(key, uctx)
+        # pickled here, so an unpicklable result fails this unit instead of the queue's
+        # feeder thread (which would only print it and leave the parent waiting)
+        payload = pickle.dumps((out, uctx.rows))
         messages.put(("progress", key, pending[0], None))
-        messages.put(("done", key, out, uctx.rows))
+        messages.put(("done", key, payload, None))
     except BaseException:
         messages.put(("error", key, traceback.format_exc(), None))
         raise SystemExit(1) from None
@@ -147,7 +172,9 @@ def _parallel(todo, fn, count, finish, bar) -> None:
             try:
                 kind, key, payload, rows = messages.get(timeout=1.0)
             except queue_lib.Empty:
-                dead = [k for k, (_, p) in running.items() if p.exitcode not in (None, 0)]
+                # a worker that exited (even with 0) and sent nothing more is dead: the queue
+                # is empty, so its "done" cannot still be on the way
+                dead = [k for k, (_, p) in running.items() if p.exitcode is not None]
                 if dead:
                     code = running[dead[0]][1].exitcode
                     raise AlignlabError(
@@ -161,7 +188,8 @@ def _parallel(todo, fn, count, finish, bar) -> None:
             else:
                 index, proc = running.pop(key)
                 proc.join()
-                finish(index, key, payload, rows)
+                out, rows = pickle.loads(payload)  # our own worker's bytes, never a file
+                finish(index, key, out, rows)
                 bar.unit_done()
     finally:
         for _, proc in running.values():
@@ -180,6 +208,9 @@ class _Bar:
             from alignlab.core.console import progress
 
             self.progress = progress()
+            # no refresh thread: workers are forked while the bar runs, and a fork taken while
+            # another thread holds a lock (the console's) can deadlock the child
+            self.progress.live.auto_refresh = False
             self.progress.start()
             self.task = self.progress.add_task(self._label(), total=total)
 
@@ -189,11 +220,13 @@ class _Bar:
     def advance(self, n: int) -> None:
         if self.progress is not None:
             self.progress.advance(self.task, n)
+            self.progress.refresh()
 
     def unit_done(self) -> None:
         self.n_done += 1
         if self.progress is not None:
             self.progress.update(self.task, description=self._label())
+            self.progress.refresh()
 
     def close(self) -> None:
         if self.progress is not None:
