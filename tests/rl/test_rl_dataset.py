@@ -217,5 +217,11 @@ def test_rewards_travel_with_their_states_and_survive_dropping_episodes():
     assert np.array_equal(batch["reward"], batch["obs"][:, 0] * 10)
     plain = EpisodeDataset.from_arrays(obs, obs, [10])  # no rewards given: zeros
     assert not plain.sample(5, np.random.default_rng(0), 0.9)["reward"].any()
-    with pytest.raises(ValueError, match="reward must have shape"):
+    with pytest.raises(ValueError, match="reward must be finite"):
         buffer.add_arrays(obs[:5], obs[:5], [5], reward[:4])
+    with pytest.raises(ValueError, match="reward must be finite"):
+        buffer.add_arrays(obs[:5], obs[:5], [5], np.full(5, np.nan))
+    from_dicts = EpisodeDataset.from_episodes(
+        [{"obs": obs[:3], "action": obs[:2], "reward": np.array([1.0, 2.0])}]
+    )
+    assert from_dicts.reward.tolist() == [1.0, 2.0, 0.0]  # T - 1 rewards: the last state 0

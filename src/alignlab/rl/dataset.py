@@ -66,7 +66,8 @@ class EpisodeDataset:
         return len(np.unique(self.episode_id))
 
     def add_episodes(self, episodes: list[dict]) -> None:
-        """Append episodes given as dicts with "obs" (T, ...) and "action".
+        """Append episodes given as dicts with "obs" (T, ...), "action" and optionally "reward"
+        (T or T - 1 transition rewards; the last state's is 0).
 
         "action" has T rows (one per state, as in D4RL/OGBench datasets) or T - 1 rows (the
         final state has no action, as in a rollout). In the second case the final state gets a
@@ -74,9 +75,12 @@ class EpisodeDataset:
         f(g, a_g, g) (CMD's change of variables), and the behaviour policy's previous action
         is an in-distribution stand-in, where zeros would not be.
         """
-        obs, action = [], []
+        obs, action, reward = [], [], []
         for i, episode in enumerate(episodes):
             o, a = np.asarray(episode["obs"]), np.asarray(episode["action"])
+            r = np.asarray(episode.get("reward", np.zeros(len(o))), dtype=np.float32)
+            if len(r) == len(o) - 1:
+                r = np.concatenate([r, np.zeros(1, np.float32)])  # the last state has none
             if len(a) == len(o) - 1 and len(o) > 1:
                 a = np.concatenate([a, a[-1:]])  # the final state repeats the last action
             if len(a) != len(o):
@@ -86,15 +90,23 @@ class EpisodeDataset:
                 )
             obs.append(o)
             action.append(a)
-        self.add_arrays(np.concatenate(obs), np.concatenate(action), [len(o) for o in obs])
+            reward.append(r)
+        self.add_arrays(
+            np.concatenate(obs),
+            np.concatenate(action),
+            [len(o) for o in obs],
+            np.concatenate(reward),
+        )
 
     def add_arrays(self, obs: np.ndarray, action: np.ndarray, lengths, reward=None) -> None:
         """Append flat, aligned obs (N, ...) and action (N, ...) cut into episodes of `lengths`;
         `reward` (N,), if given, is each state's transition reward (0 for last states)."""
         obs, action = np.asarray(obs), np.asarray(action)
         reward = np.zeros(len(obs), np.float32) if reward is None else np.asarray(reward)
-        if reward.shape != (len(obs),):
-            raise ValueError(f"reward must have shape ({len(obs)},), got {reward.shape}")
+        if reward.shape != (len(obs),) or not np.all(np.isfinite(reward)):
+            raise ValueError(
+                f"reward must be finite with shape ({len(obs)},), got shape {reward.shape}"
+            )
         lengths = np.asarray(lengths, dtype=np.int64)
         if len(obs) != len(action) or lengths.sum() != len(obs) or np.any(lengths < 1):
             raise ValueError(
