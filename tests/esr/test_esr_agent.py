@@ -335,7 +335,7 @@ def test_dual_step_is_a_finite_difference_gradient_step(target):
         assert info["precision"] < beta
 
 
-@pytest.mark.parametrize("target, bound", [(0.0, 100.0), (math.log(4), 1e-3)])
+@pytest.mark.parametrize("target, bound", [(0.0, 100.0), (math.log(4) - 1e-3, 1e-3)])
 def test_dual_step_clips_precision(target, bound):
     ql, obs, _ = dual_setup(target, dual_lr=1e6)
     info = ql.dual_update(obs)
@@ -623,3 +623,8 @@ def test_loop_config_rejects_bad_values(field, value):
     LoopConfig(warmup_epochs=0, repr_updates=0, q_updates=0, dual_updates=0).validate()
     with pytest.raises(ValueError, match=field):
         LoopConfig(**{field: value}).validate()
+
+
+def test_a_target_entropy_at_or_above_uniform_is_refused():
+    with pytest.raises(ValueError, match="target_entropy"):
+        QLearner(3, 4, AgentConfig(hidden=(8,), target_entropy=math.log(4)))

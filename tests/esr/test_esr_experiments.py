@@ -99,4 +99,19 @@ def test_bad_configs_name_the_problem(tmp_path):
         execute(spec(tmp_path, "esr.overcooked", "y", overrides=("layouts=[kitchen]",)))
     with pytest.raises((ValueError, AlignlabError), match="num_boxes"):
         execute(spec(tmp_path, "esr.gridworld", "z", overrides=("obstacles=[30]",)))
+    for bad in ("eval_envs=0", "obstacles=[2,2]", "obstacles=[]", "workers=-1"):
+        with pytest.raises((ValueError, AlignlabError)):
+            execute(spec(tmp_path, "esr.gridworld", "w", overrides=(bad,)))
     assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_margin_claim_does_not_depend_on_the_order_of_the_counts():
+    r = _grid_results(
+        {
+            "esr": {2: [20, 21, 19], 10: [10, 11, 9]},
+            "ave": {2: [25, 26, 24], 10: [2, 3, 1]},
+            "random": {2: [15, 16, 14], 10: [3, 4, 3]},
+        }
+    )
+    shuffled = {**r, "obstacles": [10, 2]}
+    assert ex._claim_margin_grows(r)[1] and ex._claim_margin_grows(shuffled)[1]

@@ -11,8 +11,12 @@ ESR (Eqs. 10 and 13 of the paper, as in its `agents/contrastive.py`):
   not sqrt(d)); positives on the diagonal. (The paper's code sums the row and column losses;
   `symmetric_infonce` averages them, which only halves the gradient Adam rescales anyway.)
 - Reward r = (phi(s, a_R, a_H) - phi(s, a_R, 0))^T psi(s+): a one-sample estimate of the
-  pointwise mutual information between the human's action and the future state (times
-  repr_dim), recomputed with the current networks for every critic batch.
+  pointwise mutual information between the human's action and the future state (times the
+  logit divisor: repr_dim with ESR's scale), recomputed with the current networks for every
+  critic batch.
+- Logged `repr_accuracy`: how often the joint row phi(s, a_R, a_H) scores its own future
+  state highest among the batch's (B x B; the tiled matrix's duplicate columns would cap it
+  at 0.5).
 - Logged mutual information: the mean diagonal logit of the joint rows minus that of the
   marginal rows, in nats (the code's `mutual_info`).
 
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,8 +81,9 @@ class AgentConfig:
     dual_lr: float = 0.1
     precision_init: float = 1.0
     # "tiled": one symmetric InfoNCE over the 2B x 2B tiled batch, as the paper's code;
-    # "separate": one symmetric InfoNCE each for the joint and the marginal rows (B x B), the
-    # variant left commented out in the paper's code (see the module docstring)
+    # "masked": the same without each anchor's duplicate column (its other half) among its
+    # negatives; "separate": one symmetric InfoNCE each for the joint and the marginal rows
+    # (B x B), the variant left commented out in the paper's code
     contrastive: str = "tiled"
     # logits = <phi, psi> / c: c = repr_dim as in the paper's code ("dim"), or sqrt(repr_dim)
     logit_scale: str = "dim"
@@ -123,6 +129,11 @@ class QLearner(torch.nn.Module):
         self.q = mlp(obs_dim, cfg.hidden, n_actions, activation="swish")
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.q_opt = adam(self.q.parameters(), cfg.policy_lr)
+        if cfg.target_entropy >= math.log(n_actions):
+            raise ValueError(
+                f"target_entropy {cfg.target_entropy} nats is not below the uniform policy's "
+                f"ln({n_actions}) = {math.log(n_actions):.2f}"
+            )
         self.register_buffer("precision", torch.tensor(float(cfg.precision_init)))
 
     def policy_logits(self, obs: torch.Tensor) -> torch.Tensor:
@@ -227,9 +238,11 @@ class ESRRepresentation(torch.nn.Module):
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
+        with torch.no_grad():
+            joint_logits = phi_sa @ psi.T
         info = {
             "repr_loss": loss.item(),
-            "repr_accuracy": contrastive_accuracy(logits.detach()).item(),
+            "repr_accuracy": contrastive_accuracy(joint_logits).item(),
             "mutual_info": (joint - marginal).mean().item(),
         }
         return info, reward

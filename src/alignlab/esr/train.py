@@ -1,8 +1,11 @@
 """Training and evaluating an assistant in a vectorised two-player environment (Algorithm 1).
 
 One epoch (ESR notes, "One epoch"): roll out `num_envs` episodes in lockstep, the human
-moving first, then the robot; append them to the replay buffer; then `repr_updates`
-contrastive steps (ESR only), `q_updates` critic steps and `dual_updates` precision steps.
+moving first, then the robot; append them to the replay buffer; then the updates. The paper's
+code runs all `repr_updates` contrastive steps, then all `q_updates` critic steps; here they
+alternate on shared batches: iteration i draws one batch, takes contrastive step i (whose
+forward pass gives the batch's reward, computed before the step) and critic step i on that
+reward. Then `dual_updates` precision steps.
 
 An environment is any object with the `VecGridWorld` / `VecOvercooked` interface: reset(rng),
 observe(), human_act(rng), step(robot_action, human_action) -> reward, get_state/set_state,
@@ -45,6 +48,11 @@ class LoopConfig:
         for name in ("epochs", "num_envs", "buffer_epochs", "eval_episodes", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs}): the "
+                "learned policy would never act"
+            )
         for name in ("warmup_epochs", "repr_updates", "q_updates", "dual_updates"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -256,7 +264,7 @@ def train_assistant(
             b = buffer.sample(agent.batch_size, rng, agent.gamma)
             _accumulate(info, learner.dual_update(torch.as_tensor(b["obs"])))
         t_updates += time.perf_counter() - tu
-        n_updates += loop.repr_updates * (rep is not None) + loop.q_updates
+        n_updates += max(n_repr, loop.q_updates)  # one update = one iteration of the loop
         if advance is not None:
             advance(1)
         if (epoch + 1) % loop.log_every == 0 or epoch + 1 == loop.epochs:
