@@ -315,7 +315,11 @@ def plot_gridworld(results, ctx) -> None:
         fig, ax = plt.subplots(figsize=(1.1 * len(picks), 1.5))
         ax.imshow(strip([frames[i] for i in picks]))
         ax.set_axis_off()
-        ax.set_title(f"ESR assisting (steps {', '.join(map(str, picks))})", fontsize=8)
+        ax.set_title(
+            "ESR assisting: the first of up to 20 episodes in which the human reaches its goal "
+            f"(steps {', '.join(map(str, picks))})",
+            fontsize=8,
+        )
         ctx.save_figure(fig, "gridworld_episode")
 
 
