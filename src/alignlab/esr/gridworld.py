@@ -40,18 +40,18 @@ def check_config(size: int, num_boxes: int, noise: float, horizon: int, start: s
     """One clear error for a bad gridworld configuration."""
     if start not in STARTS:
         raise ValueError(f"unknown start {start!r}; valid starts: {', '.join(STARTS)}")
-    if size < 3:
-        raise ValueError(f"size must be >= 3, got {size}")
+    if not isinstance(size, (int, np.integer)) or size < 3:
+        raise ValueError(f"size must be an integer >= 3, got {size!r}")
     low = 2 if start == "corner" else 0
-    if not low <= num_boxes <= size * size - 2:
+    if not isinstance(num_boxes, (int, np.integer)) or not low <= num_boxes <= size * size - 2:
         raise ValueError(
-            f"num_boxes must lie in [{low}, {size * size - 2}] for a {size}x{size} grid with "
-            f"start={start!r}, got {num_boxes}"
+            f"num_boxes must be an integer in [{low}, {size * size - 2}] for a {size}x{size} "
+            f"grid with start={start!r}, got {num_boxes!r}"
         )
     if not 0.0 <= noise <= 1.0:
-        raise ValueError(f"noise must lie in [0, 1], got {noise}")
-    if horizon < 1:
-        raise ValueError(f"horizon must be >= 1, got {horizon}")
+        raise ValueError(f"noise must lie in [0, 1], got {noise!r}")
+    if not isinstance(horizon, (int, np.integer)) or horizon < 1:
+        raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
 
 
 class VecGridWorld:

@@ -1,6 +1,6 @@
 """The ESR obstacle gridworld as one plain-Python gymnasium environment: the reference that the
 vectorised `gridworld.VecGridWorld` is tested against, so it is written independently of it
-(tuples and loops over boxes, no shared code).
+(tuples and loops over boxes; the only shared code is the configuration check).
 
 Myers et al. 2024 (ESR, arXiv 2411.02623) evaluate on the AvE gridworld of Du et al. 2020,
 scaled up. The ESR notes ("Environments/Data: Obstacle gridworld") describe the original
@@ -47,12 +47,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from .gridworld import check_config
+
 Cell = tuple[int, int]
 
 #: (d_row, d_col) of actions 0 left, 1 down, 2 right, 3 up, 4 stay
 MOVES: tuple[Cell, ...] = ((0, -1), (1, 0), (0, 1), (-1, 0), (0, 0))
 STAY = 4
-STARTS = ("corner", "random")
 
 # colours of `frame`
 WHITE = (255, 255, 255)
@@ -83,21 +84,8 @@ class GridWorldEnv(gym.Env):
         stay_bonus: float = 0.1,
         render_mode: str | None = None,
     ):
-        if start not in STARTS:
-            raise ValueError(f"start must be one of {STARTS}, got {start!r}")
-        if not isinstance(size, (int, np.integer)) or size < 3:
-            raise ValueError(f"size must be an integer >= 3, got {size!r}")
-        low = 2 if start == "corner" else 0
-        high = size * size - 2
-        if not isinstance(num_boxes, (int, np.integer)) or not low <= num_boxes <= high:
-            raise ValueError(
-                f"num_boxes must be an integer in [{low}, {high}] for size={size} and "
-                f"start={start!r}, got {num_boxes!r}"
-            )
-        if not 0.0 <= noise <= 1.0:
-            raise ValueError(f"noise must lie in [0, 1], got {noise!r}")
-        if not isinstance(horizon, (int, np.integer)) or horizon < 1:
-            raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
+        # the configuration check is shared; the dynamics below are written independently
+        check_config(size, num_boxes, noise, horizon, start)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode must be None or one of {self.metadata['render_modes']}, "
