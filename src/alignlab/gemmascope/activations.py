@@ -380,8 +380,9 @@ def _stop_forward(_module: nn.Module, _inputs: Any, _output: Any) -> None:
 
 
 def _layers(model: nn.Module) -> Sequence[nn.Module]:
-    """The decoder blocks (ours and Hugging Face's both keep them at model.model.layers)."""
-    return model.model.layers
+    """The decoder blocks: model.model.layers for the causal LMs (ours and HF's), and
+    model.layers for a bare HF Gemma2Model."""
+    return getattr(model, "model", model).layers
 
 
 def _take(chunk: ActivationChunk, n: int) -> ActivationChunk:

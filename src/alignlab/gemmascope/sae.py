@@ -187,14 +187,11 @@ class JumpReLUSAE(nn.Module):
         """W_encᵀ(x/C − b_dec) + b_enc for normalised inputs (b_dec only in training form)."""
         if self.apply_b_dec_to_input:
             xn = xn - self.b_dec
-        return torch.addmm(self.b_enc, xn.reshape(-1, self.d_in), self.W_enc).reshape(
-            *xn.shape[:-1], self.d_sae
-        )
+        # x @ W + b, not addmm: the same rounding as SAELens' JumpReLUSAE (bit-identical)
+        return xn @ self.W_enc + self.b_enc
 
     def decode_normalised(self, f: torch.Tensor) -> torch.Tensor:
-        return torch.addmm(self.b_dec, f.reshape(-1, self.d_sae), self.W_dec).reshape(
-            *f.shape[:-1], self.d_in
-        )
+        return f @ self.W_dec + self.b_dec
 
     # --- raw-activation API -------------------------------------------------------------
 

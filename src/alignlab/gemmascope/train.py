@@ -238,7 +238,10 @@ class SAETrainer:
             for name in ("exp_avg", "exp_avg_sq", "step"):
                 key = f"{prefix}adam.{i}.{name}"
                 if key in tensors:
-                    st[name] = tensors[key].clone()
+                    t = tensors[key].clone()
+                    # the moments live with the parameter (a checkpoint loads on the CPU);
+                    # Adam keeps its step count as a CPU tensor
+                    st[name] = t if name == "step" else t.to(p.device)
             if st:
                 self.optimizer.state[p] = st
         self.window_counts.copy_(tensors[f"{prefix}window_counts"])
