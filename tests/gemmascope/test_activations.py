@@ -15,7 +15,6 @@ from alignlab.gemmascope.activations import (
     ActivationSource,
     ShuffledBuffer,
     default_special_ids,
-    model_activations,
     read_shards,
     site_batches,
     token_mask,
@@ -104,10 +103,10 @@ def test_special_tokens_are_excluded_and_kept_rows_match_the_capture(model):
 
 def test_explicit_special_ids_override_the_config(model):
     ids = torch.tensor([[BOS, 5, 6, 7, EOS, 8]])
-    (acts,) = list(model_activations(model, ids, [("resid_post", 0)], batch_size=1))
+    (acts,) = list(ActivationSource(model, ids, [("resid_post", 0)], batch_size=1))
     assert acts[("resid_post", 0)].shape == (4, 64)
     (acts,) = list(
-        model_activations(model, ids, [("resid_post", 0)], batch_size=1, special_ids=[5, 6])
+        ActivationSource(model, ids, [("resid_post", 0)], batch_size=1, special_ids=[5, 6])
     )
     assert acts[("resid_post", 0)].shape == (4, 64)  # bos/eos kept, 5 and 6 dropped
 
@@ -149,7 +148,7 @@ def test_model_left_in_its_mode_and_no_grad(model):
     model.train()
     try:
         (acts,) = list(
-            model_activations(model, doc_stream(), SITES3, batch_size=2, seq_len=8, max_batches=1)
+            ActivationSource(model, doc_stream(), SITES3, batch_size=2, seq_len=8, max_batches=1)
         )
         assert model.training
     finally:

@@ -51,7 +51,6 @@ __all__ = [
     "ShardSource",
     "ShuffledBuffer",
     "default_special_ids",
-    "model_activations",
     "model_fingerprint",
     "read_shards",
     "site_batches",
@@ -418,36 +417,6 @@ class _Reporter:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.__exit__(*exc)
-
-
-def model_activations(
-    model: nn.Module,
-    tokens: Any,
-    sites: Sequence[SiteKey],
-    *,
-    batch_size: int,
-    seq_len: int | None = None,
-    special_ids: Iterable[int] | None = None,
-    seed: int = 0,
-    order: Order = "random",
-    max_batches: int | None = None,
-    max_tokens: int | None = None,
-    progress: bool | ProgressCallback | None = None,
-) -> Iterator[dict[SiteKey, torch.Tensor]]:
-    """Generator form of `ActivationSource`: dicts {(site, layer): float32 (n_kept, d)}."""
-    yield from ActivationSource(
-        model,
-        tokens,
-        sites,
-        batch_size=batch_size,
-        seq_len=seq_len,
-        special_ids=special_ids,
-        seed=seed,
-        order=order,
-        max_batches=max_batches,
-        max_tokens=max_tokens,
-        progress=progress,
-    )
 
 
 # --------------------------------------------------------------------------------------------
