@@ -209,7 +209,7 @@ def test_release_params_round_trip():
 
 def test_release_params_errors_name_the_problem():
     params = random_sae().release_params()
-    with pytest.raises(AlignlabError, match=r"missing \['threshold'\]"):
+    with pytest.raises(AlignlabError, match=r"missing keys \['threshold'\]"):
         JumpReLUSAE.from_release_params({k: v for k, v in params.items() if k != "threshold"})
     with pytest.raises(AlignlabError, match="unexpected"):
         JumpReLUSAE.from_release_params({**params, "W_extra": params["b_dec"]})

@@ -62,7 +62,7 @@ import torch
 from alignlab.core.errors import AlignlabError
 from alignlab.core.io import atomic_write_bytes
 
-from .sae import PARAM_NAMES, JumpReLUSAE
+from .sae import PARAM_NAMES, JumpReLUSAE, check_release_shapes
 
 __all__ = [
     "SAELENS_CFG_FILENAME",
@@ -105,42 +105,6 @@ def hub_path(layer: int, d_sae: int, average_l0: int) -> str:
 # shared checks
 
 
-def _expected_shapes(d_in: int, d_sae: int) -> dict[str, tuple[int, ...]]:
-    return {
-        "W_enc": (d_in, d_sae),
-        "W_dec": (d_sae, d_in),
-        "b_enc": (d_sae,),
-        "b_dec": (d_in,),
-        "threshold": (d_sae,),
-    }
-
-
-def _check_params(shapes: Mapping[str, tuple[int, ...]], where: str) -> tuple[int, int]:
-    """(d_in, d_sae) from the key → shape map; one AlignlabError naming every problem."""
-    missing = [k for k in PARAM_NAMES if k not in shapes]
-    extra = sorted(set(shapes) - set(PARAM_NAMES))
-    if missing or extra:
-        raise AlignlabError(
-            f"{where}: missing keys {missing or 'none'}, unexpected keys {extra or 'none'}; "
-            f"a JumpReLU SAE has exactly {', '.join(PARAM_NAMES)}"
-        )
-    if len(shapes["W_enc"]) != 2:
-        raise AlignlabError(
-            f"{where}: W_enc must be 2-D [d_in, d_sae], got shape {tuple(shapes['W_enc'])}"
-        )
-    d_in, d_sae = (int(v) for v in shapes["W_enc"])
-    bad = [
-        f"{k} {tuple(shapes[k])} (expected {want})"
-        for k, want in _expected_shapes(d_in, d_sae).items()
-        if tuple(shapes[k]) != want
-    ]
-    if bad:
-        raise AlignlabError(
-            f"{where}: inconsistent shapes for d_in={d_in}, d_sae={d_sae}: {'; '.join(bad)}"
-        )
-    return d_in, d_sae
-
-
 def _check_values(params: Mapping[str, torch.Tensor], where: str) -> None:
     bad = [k for k in PARAM_NAMES if not bool(torch.isfinite(params[k]).all())]
     if bad:
@@ -160,7 +124,7 @@ def _release_tensors(sae: JumpReLUSAE, where: str) -> dict[str, torch.Tensor]:
     params = {
         k: v.detach().to("cpu", torch.float32).contiguous() for k, v in sae.release_params().items()
     }
-    _check_params({k: tuple(v.shape) for k, v in params.items()}, where)
+    check_release_shapes({k: tuple(v.shape) for k, v in params.items()}, where)
     _check_values(params, where)
     return params
 
@@ -211,7 +175,7 @@ def load_npz(path: str | os.PathLike, *, bandwidth: float = 1e-3) -> JumpReLUSAE
         raise AlignlabError(f"no such file: {path}") from e
     except (OSError, ValueError, EOFError) as e:  # bad zip, truncated or pickled members
         raise AlignlabError(f"{where}: {type(e).__name__}: {e}") from e
-    _check_params({k: tuple(v.shape) for k, v in arrays.items()}, where)
+    check_release_shapes({k: tuple(v.shape) for k, v in arrays.items()}, where)
     not_float = [f"{k} ({a.dtype})" for k, a in arrays.items() if a.dtype.kind != "f"]
     if not_float:
         raise AlignlabError(f"{where}: non-float arrays: {', '.join(not_float)}")
@@ -456,7 +420,7 @@ def load_saelens(folder: str | os.PathLike, *, bandwidth: float | None = None) -
     if "log_threshold" in state and "threshold" not in state:
         state["threshold"] = torch.exp(state.pop("log_threshold"))
     shapes = {k: tuple(v.shape) for k, v in state.items()}
-    d_in, d_sae = _check_params(shapes, where)
+    d_in, d_sae = check_release_shapes(shapes, where)
     for key, got in (("d_in", d_in), ("d_sae", d_sae)):
         if key in cfg and cfg[key] != got:
             raise AlignlabError(f"{where}: cfg.json says {key}={cfg[key]}, the weights {got}")

@@ -115,6 +115,40 @@ def step(z: torch.Tensor, threshold: torch.Tensor, bandwidth: float) -> torch.Te
 # the SAE
 
 
+def check_release_shapes(
+    shapes: Mapping[str, tuple[int, ...]], where: str = "SAE parameters"
+) -> tuple[int, int]:
+    """(d_in, d_sae) from a key → shape map of the release parameters; one AlignlabError
+    naming every missing or unexpected key, or every inconsistent shape."""
+    missing = [k for k in PARAM_NAMES if k not in shapes]
+    extra = sorted(set(shapes) - set(PARAM_NAMES))
+    if missing or extra:
+        raise AlignlabError(
+            f"{where}: missing keys {missing or 'none'}, unexpected keys {extra or 'none'}; "
+            f"a JumpReLU SAE has exactly {', '.join(PARAM_NAMES)}"
+        )
+    if len(shapes["W_enc"]) != 2:
+        raise AlignlabError(
+            f"{where}: W_enc must be 2-D [d_in, d_sae], got shape {tuple(shapes['W_enc'])}"
+        )
+    d_in, d_sae = (int(v) for v in shapes["W_enc"])
+    want = {
+        "W_enc": (d_in, d_sae),
+        "W_dec": (d_sae, d_in),
+        "b_enc": (d_sae,),
+        "b_dec": (d_in,),
+        "threshold": (d_sae,),
+    }
+    bad = [
+        f"{k} {tuple(shapes[k])} (expected {w})" for k, w in want.items() if tuple(shapes[k]) != w
+    ]
+    if bad:
+        raise AlignlabError(
+            f"{where}: inconsistent shapes for d_in={d_in}, d_sae={d_sae}: {'; '.join(bad)}"
+        )
+    return d_in, d_sae
+
+
 def _check_dims(d_in: int, d_sae: int) -> None:
     for name, v in (("d_in", d_in), ("d_sae", d_sae)):
         if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
@@ -272,36 +306,11 @@ class JumpReLUSAE(nn.Module):
     ) -> JumpReLUSAE:
         """An SAE (released form: raw activations) from `W_enc, W_dec, b_enc, b_dec,
         threshold`; shapes are checked and every problem is named in one error."""
-        missing = [k for k in PARAM_NAMES if k not in params]
-        extra = sorted(set(params) - set(PARAM_NAMES))
-        if missing or extra:
-            raise AlignlabError(
-                f"SAE parameters: missing {missing or 'none'}, unexpected {extra or 'none'}; "
-                f"expected exactly {', '.join(PARAM_NAMES)}"
-            )
         t = {
             k: torch.as_tensor(np.asarray(v) if not torch.is_tensor(v) else v)
             for k, v in params.items()
         }
-        if t["W_enc"].ndim != 2:
-            raise AlignlabError(
-                f"W_enc must be 2-D [d_in, d_sae], got shape {tuple(t['W_enc'].shape)}"
-            )
-        d_in, d_sae = t["W_enc"].shape
-        want = {
-            "W_enc": (d_in, d_sae),
-            "W_dec": (d_sae, d_in),
-            "b_enc": (d_sae,),
-            "b_dec": (d_in,),
-            "threshold": (d_sae,),
-        }
-        bad = [
-            f"{k} {tuple(t[k].shape)} (expected {s})"
-            for k, s in want.items()
-            if tuple(t[k].shape) != s
-        ]
-        if bad:
-            raise AlignlabError(f"SAE parameters have inconsistent shapes: {'; '.join(bad)}")
+        d_in, d_sae = check_release_shapes({k: tuple(v.shape) for k, v in t.items()})
         sae = cls(int(d_in), int(d_sae), bandwidth=bandwidth)
         with torch.no_grad():
             for k in PARAM_NAMES:
