@@ -61,6 +61,7 @@ Writes JSON to `--out` (default docs/img/gemmascope_saelens.json) and prints a m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -425,16 +426,8 @@ def throughput(a) -> dict:
     scale = estimate_input_scale(xs)
     total_steps = 1000  # only sets the warmup lengths, as in a real run
 
-    cfg = SAETrainConfig(
-        d_sae=d_sae,
-        l0_coefficient=a.l0_coefficient,
-        lr=a.lr,
-        bandwidth=a.bandwidth,
-        threshold_init=a.threshold_init,
-        lr_warmup_frac=a.lr_warmup_frac,
-        l0_warmup_frac=a.l0_warmup_frac,
-        init_seed=a.seed,
-    )
+    # the training comparison's settings at this width, with the default dead window
+    cfg = dataclasses.replace(our_config(a), d_sae=d_sae, dead_window=SAETrainConfig.dead_window)
     ours = SAETrainer(new_sae(d_in, cfg, scale), cfg, total_steps)
 
     a_tp = argparse.Namespace(**{**vars(a), "d_in": d_in, "d_sae": d_sae, "batch": batch})
