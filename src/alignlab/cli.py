@@ -29,6 +29,14 @@ SetOpt = Annotated[
     typer.Option("--set", "-s", help="Override a config key: key=value (repeatable)."),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="cpu | cuda | auto")]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(help="Torch threads per run (default: one per core; a speed knob, not science)."),
+]
+UnitWorkersOpt = Annotated[
+    int | None,
+    typer.Option(help="Units trained at once in worker processes (default: one per core)."),
+]
 
 
 RESUME_HINTS = {
@@ -109,6 +117,8 @@ def run(
     resume: Annotated[bool, typer.Option(help="Continue an unfinished run.")] = False,
     force: Annotated[bool, typer.Option(help="Re-run even if finished.")] = False,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    workers: UnitWorkersOpt = None,
 ) -> None:
     """One run: a run directory, a progress bar, a summary with the claims table."""
     from alignlab.core.run import RunSpec, execute
@@ -123,6 +133,8 @@ def run(
         resume=resume,
         force=force,
         device=device,
+        threads=threads,
+        workers=workers,
     )
     outcome = execute(spec)
     if outcome.skipped:
@@ -142,7 +154,13 @@ def sweep(
     ] = None,
     preset: PresetOpt = "quick",
     backend: Annotated[str, typer.Option(help="local (process pool) | ray")] = "local",
-    workers: Annotated[int | None, typer.Option(help="Parallel runs (default: cores).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Runs at once (default: one per core, at most the runs).")
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="Torch threads per run (default: the cores divided among the runs)."),
+    ] = None,
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address; default starts a local Ray.")
     ] = None,
@@ -166,6 +184,7 @@ def sweep(
         address=address,
         device=device,
         force=force,
+        threads=threads,
     )
     skipped = sum(o.skipped for o in result.outcomes)
     stdout.print(
@@ -192,9 +211,14 @@ def reproduce(
     force: Annotated[bool, typer.Option(help="Re-run finished runs too.")] = False,
     device: DeviceOpt = "auto",
     strict: Annotated[bool, typer.Option(help="Exit 1 if any claim fails.")] = False,
+    threads: ThreadsOpt = None,
+    workers: UnitWorkersOpt = None,
 ) -> None:
-    """Run every experiment's preset; write report.html, report.md and claims.json."""
-    from alignlab.core.report import build_report
+    """Run every experiment's preset; write report.html, report.md and claims.json.
+
+    Work-in-progress experiments are left out unless --only names their system; the report
+    names each one left out, with its claims as last measured in OUT when a run exists."""
+    from alignlab.core.report import LeftOut, build_report
     from alignlab.core.run import RunSpec, execute
 
     _check_preset(preset)
@@ -205,16 +229,26 @@ def reproduce(
                 f"Unknown system {s!r}.{did_you_mean(s, systems)} "
                 f"Implemented systems: {', '.join(systems)}."
             )
-    exps = [e for e in registry.experiments() if e.system in only] if only else []
-    if not only:
-        exps = [e for e in registry.experiments() if not e.wip]
-        skipped = [e for e in registry.experiments() if e.wip]
-        if skipped:
-            console.print(
-                f"[yellow]left out (work in progress, claims not reproduced yet):[/] "
-                f"{', '.join(e.name for e in skipped)}; include with "
-                + " ".join(sorted({f"--only {e.system}" for e in skipped}))
-            )
+    every = registry.experiments()
+    exps = [e for e in every if e.system in only] if only else [e for e in every if not e.wip]
+    left_out = [
+        LeftOut(
+            e.name,
+            "work in progress: its claims do not reproduce yet"
+            if e.wip and not only
+            else "not selected by --only",
+            out / "runs" / preset / e.name,
+        )
+        for e in every
+        if e not in exps
+    ]
+    wip = [x.experiment for x in left_out if not only]
+    if wip:
+        console.print(
+            "[yellow]left out (work in progress, claims not reproduced yet):[/] "
+            f"{', '.join(wip)}; include with "
+            + " ".join(sorted({f"--only {x.split('.')[0]}" for x in wip}))
+        )
     dirs, failures = [], []
     for exp in exps:
         console.rule(f"[bold]{exp.name}[/] ({preset})")
@@ -226,6 +260,8 @@ def reproduce(
             resume=True,
             force=force,
             device=device,
+            threads=threads,
+            workers=workers,
         )
         try:
             outcome = execute(spec)
@@ -239,18 +275,57 @@ def reproduce(
         stdout.print(_claims_table(outcome.claims, f"{exp.name}{note}"))
         dirs.append(outcome.dir)
     runs, problems = build_report(
-        dirs, out, title=f"alignlab reproduce ({preset} preset)", problems=failures
-    )
+        dirs, out, title=f"alignlab reproduce ({preset} preset)", problems=failures,
+        left_out=left_out,
+    )  # fmt: skip
     claims = [c for r in runs for c in r.claims]
     n_hold = sum(c["holds"] for c in claims)
+    skipped = f"; {len(left_out)} left out (named in the report)" if left_out else ""
     stdout.print(
-        f"[bold]{n_hold}/{len(claims)} claims hold[/]; report: {out / 'report.html'}, "
-        f"{out / 'report.md'}"
+        f"[bold]{n_hold}/{len(claims)} claims hold[/] in the {len(runs)} experiments run"
+        f"{skipped}; report: {out / 'report.html'}, {out / 'report.md'}"
     )
     if problems:
         raise AlignlabError("; ".join(problems))
     if strict and n_hold < len(claims):
         raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def show(
+    experiment: Annotated[str, typer.Argument(help="e.g. cmd.stitching")],
+) -> None:
+    """An experiment's config: every field, its value in each preset, its constraint and help."""
+    from alignlab.core.config import describe
+
+    exp = registry.get(experiment)
+    wip = " (work in progress)" if exp.wip else ""
+    stdout.print(f"[bold]{exp.name}[/]{wip}: {exp.description}\n{exp.paper}\n", highlight=False)
+    table = Table(title=f"{exp.name} config (--set KEY=VALUE)", show_lines=False)
+    table.add_column("key", style="bold", no_wrap=True)
+    for p in PRESETS:
+        table.add_column(p, overflow="fold", max_width=24)
+    table.add_column("constraint", overflow="fold")
+    table.add_column("help", overflow="fold")
+    for row in describe({p: exp.preset(p) for p in PRESETS}):
+        if row["group"]:
+            table.add_row(
+                Text(row["key"] + ".", style="italic"), *[""] * len(PRESETS), "", row["help"]
+            )
+            continue
+        values = [_short(row["values"][p]) for p in PRESETS]
+        table.add_row(row["key"], *values, row["constraint"] or row["type"], row["help"])
+    stdout.print(table)
+    if exp.claims:
+        stdout.print("\n[bold]claims[/]")
+        for c in exp.claims:
+            stdout.print(f"  {c.id}: {c.statement}", highlight=False)
+
+
+def _short(value) -> str:
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @app.command()

@@ -104,11 +104,11 @@ def test_atomic_write_crash_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
 
 
 def test_checkpoint_swap_survives_crash_between_renames(tmp_path, toy):
-    from alignlab.core.run import Checkpointer
+    from alignlab.core.checkpoint import Checkpointer
 
     ck = Checkpointer(tmp_path)
     ck.save(1, {"w": [1.0, 2.0]}, {"note": "first"})
-    (tmp_path / "checkpoint").rename(tmp_path / "checkpoint.old")  # as if killed mid-swap
+    (tmp_path / "checkpoint").rename(tmp_path / ".checkpoint.old")  # as if killed mid-swap
     loaded = ck.load()
     assert loaded.step == 1 and loaded.state == {"note": "first"}
     assert loaded.tensors["w"].tolist() == [1.0, 2.0]

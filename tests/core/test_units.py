@@ -17,7 +17,8 @@ import torch
 from alignlab.core.config import PRESETS
 from alignlab.core.errors import AlignlabError
 from alignlab.core.experiment import Experiment
-from alignlab.core.run import Checkpointer, RunContext
+from alignlab.core.checkpoint import Checkpointer
+from alignlab.core.context import RunContext
 from alignlab.core.units import run_units
 
 KEYS = ["alpha", "beta", "gamma", "delta"]

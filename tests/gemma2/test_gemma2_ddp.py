@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from alignlab.core.run import read_metrics
+from alignlab.core.context import read_metrics
 from alignlab.gemma2.train import main
 
 ARGS = [

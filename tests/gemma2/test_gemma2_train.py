@@ -15,7 +15,8 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from alignlab.core.config import PRESETS
 from alignlab.core.errors import AlignlabError
 from alignlab.core.experiment import Experiment
-from alignlab.core.run import Checkpointer, RunContext, read_metrics
+from alignlab.core.checkpoint import Checkpointer
+from alignlab.core.context import RunContext, read_metrics
 from alignlab.gemma2.config import Gemma2Config
 from alignlab.gemma2.model import Gemma2ForCausalLM
 from alignlab.gemma2.train import (

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from alignlab.core.errors import AlignlabError
-from alignlab.core.run import Checkpointer
+from alignlab.core.checkpoint import Checkpointer
 from alignlab.core.units import n_workers as unit_workers
 from alignlab.rl import EpisodeDataset, to_torch
 

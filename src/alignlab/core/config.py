@@ -1,9 +1,21 @@
 """Typed configs: plain dataclasses, presets, `--set key=value` overrides with validation.
 
-A config is a (possibly nested) dataclass whose fields carry the paper's names and
-defaults. Overrides use dotted keys for nested fields (`--set model.width=64`); values
-are parsed as YAML and checked against the field's annotation, so a bad value produces
-one error naming the key, the expected type and the value given.
+A config is a (possibly nested) dataclass whose fields carry the paper's names and defaults,
+each declared with `param(default, help=..., <constraint>)`:
+
+    @dataclass
+    class LoopConfig:
+        steps: int = param(5000, ge=1, help="gradient steps per unit")
+        methods: tuple[str, ...] = param(("cmd2", "crl"), choices=METHODS, nonempty=True,
+                                         distinct=True, help="methods to train")
+
+The core checks every constraint (`validate`) and reports every violation in one error, each
+naming its dotted key; a config's own `validate()` keeps only the rules that relate several
+fields, raising `ConfigError(key, message)`. Overrides use dotted keys for nested fields
+(`--set loop.steps=64`); values are parsed as YAML and checked against the field's
+annotation, so a bad value produces one error naming the key, the expected type and the
+value given. `describe` lists fields, per-preset defaults, constraints and help
+(`alignlab show EXP`).
 """
 
 from __future__ import annotations
@@ -53,6 +65,118 @@ def type_name(tp: Any) -> str:
     if tp is float:
         return "a finite float"
     return getattr(tp, "__name__", str(tp))
+
+
+# ---------------------------------------------------------------------------------------
+# declarative fields: a default, a one-line help, and the constraint the core checks
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """A field's constraint. Bounds and `choices` apply to a number or a string, and to every
+    element of a list; `nonempty` and `distinct` to a list itself. None always passes (an
+    optional setting left unset)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple | None = None
+    nonempty: bool = False
+    distinct: bool = False
+
+    def describe(self) -> str:
+        parts = []
+        if self.nonempty:
+            parts.append("non-empty")
+        if self.distinct:
+            parts.append("no repeats")
+        lo = (">=", self.ge) if self.ge is not None else (">", self.gt)
+        hi = ("<=", self.le) if self.le is not None else ("<", self.lt)
+        if lo[1] is not None and hi[1] is not None:
+            left = "[" if lo[0] == ">=" else "("
+            right = "]" if hi[0] == "<=" else ")"
+            parts.append(f"in {left}{lo[1]:g}, {hi[1]:g}{right}")
+        elif lo[1] is not None:
+            parts.append(f"{lo[0]} {lo[1]:g}")
+        elif hi[1] is not None:
+            parts.append(f"{hi[0]} {hi[1]:g}")
+        if self.choices is not None:
+            parts.append("one of " + ", ".join(map(str, self.choices)))
+        return ", ".join(parts)
+
+    def check(self, value: Any) -> str | None:
+        """None if `value` satisfies the rule, else "must be ..., got ..."."""
+        if value is None:
+            return None
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        bad = isinstance(value, (list, tuple)) and (
+            (self.nonempty and not items) or (self.distinct and len(set(items)) != len(items))
+        )
+        for v in items:
+            if self.choices is not None and v not in self.choices:
+                bad = True
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                bad |= self.ge is not None and not v >= self.ge
+                bad |= self.gt is not None and not v > self.gt
+                bad |= self.le is not None and not v <= self.le
+                bad |= self.lt is not None and not v < self.lt
+        if not bad:
+            return None
+        shown = list(value) if isinstance(value, tuple) else value
+        return f"must be {self.describe()}, got {shown!r}"
+
+
+def param(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    factory: Any = None,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: Any = None,
+    nonempty: bool = False,
+    distinct: bool = False,
+) -> Any:
+    """A config field with its help line and constraint, e.g.
+    `steps: int = param(1000, ge=1, help="optimiser updates")`. `factory` builds a mutable or
+    nested default (a sub-config). `validate` checks the constraint with the field's dotted
+    key; `alignlab show` prints both."""
+    if not help or not help.strip():
+        raise ValueError("every config field needs a one-line help")
+    rule = Rule(ge, gt, le, lt, tuple(choices) if choices is not None else None, nonempty, distinct)
+    meta = {"help": help, "rule": rule if rule != Rule() else None}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def describe(presets: dict[str, Any], prefix: str = "") -> list[dict[str, Any]]:
+    """One row per field of the preset configs (nested groups expanded): dotted key, type,
+    each preset's value, the constraint and the help line."""
+    first = next(iter(presets.values()))
+    hints = field_types(type(first))
+    rows = []
+    for f in dataclasses.fields(first):
+        values = {p: getattr(cfg, f.name) for p, cfg in presets.items()}
+        if dataclasses.is_dataclass(values[next(iter(values))]):
+            rows.append({"key": prefix + f.name, "help": f.metadata.get("help", ""), "group": True})
+            rows += describe(values, prefix + f.name + ".")
+            continue
+        rule = f.metadata.get("rule")
+        rows.append(
+            {
+                "key": prefix + f.name,
+                "type": type_name(hints[f.name]),
+                "values": {p: _plain(v) for p, v in values.items()},
+                "constraint": rule.describe() if rule is not None else "",
+                "help": f.metadata.get("help", ""),
+                "group": False,
+            }
+        )
+    return rows
 
 
 _NO = object()
@@ -171,18 +295,50 @@ def _checked(key: str, value: Any, tp: Any) -> Any:
     return out
 
 
+class ConfigError(ValueError):
+    """A cross-field rule broken, raised by a config's `validate()`: `key` is the field (relative
+    to the config that raises it), `message` continues the sentence with what is wrong and what
+    is valid: ConfigError("warmup_epochs", "must be < epochs (200), got 200")."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key} {message}")
+        self.key, self.message = key, message
+
+
 def validate(cfg: Any) -> None:
-    """Run a config's own `validate()` if it has one (range checks etc.), nested first."""
+    """Check every field's declared constraint (`param`), nested configs included, then each
+    config's own `validate()` (cross-field rules); every violation in one AlignlabError, each
+    naming its dotted key."""
+    problems = config_problems(cfg)
+    if len(problems) == 1:
+        raise AlignlabError(f"Invalid config: {problems[0]}")
+    if problems:
+        raise AlignlabError(
+            f"Invalid config ({len(problems)} problems):\n" + "\n".join(f"  {p}" for p in problems)
+        )
+
+
+def config_problems(cfg: Any, prefix: str = "") -> list[str]:
+    """The violations of `validate`, as "dotted.key: what is wrong" lines."""
+    problems: list[str] = []
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
-            validate(value)
+            problems += config_problems(value, f"{prefix}{f.name}.")
+            continue
+        rule = f.metadata.get("rule")
+        message = rule.check(value) if rule is not None else None
+        if message:
+            problems.append(f"{prefix}{f.name} {message}")
     check = getattr(cfg, "validate", None)
-    if callable(check):
+    if not problems and callable(check):
         try:
             check()
-        except ValueError as e:
-            raise AlignlabError(f"Invalid config: {e}") from None
+        except ConfigError as e:
+            problems.append(f"{prefix}{e.key} {e.message}")
+        except (ValueError, AlignlabError) as e:
+            problems.append(f"{prefix.rstrip('.') or 'config'}: {e}")
+    return problems
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -7,9 +7,10 @@ A system registers its experiments in `<system>/experiments.py`:
         config=Table4Config, presets={"smoke": ..., "quick": ..., "paper": ...},
         run=run_table4, claims=[Claim(...)], plots=plot_table4))
 
-`run(ctx)` receives a `RunContext` (config, seed, rng, device, metrics log, checkpoints,
-progress) and returns a JSON-serialisable results dict. `plots(results, ctx)` is optional
-and draws figures from results alone, so a report can be rebuilt without re-running.
+`run(ctx)` receives a `RunContext` (`core.context`: config, seed, rng, device, metrics log,
+checkpoints, progress, stages) and returns a JSON-serialisable results dict; `core.units`
+runs its independent units. `plots(results, ctx)` is optional and draws figures from results
+alone, so a report can be rebuilt without re-running.
 """
 
 from __future__ import annotations
@@ -84,6 +85,11 @@ def register(exp: Experiment) -> Experiment:
         raise ValueError(f"experiment {exp.name} is registered twice")
     _REGISTRY[exp.name] = exp
     return exp
+
+
+def unregister(name: str) -> None:
+    """Remove an experiment from the registry (tests and examples that register their own)."""
+    _REGISTRY.pop(name, None)
 
 
 def load_systems(systems: tuple[str, ...] = SYSTEMS) -> None:

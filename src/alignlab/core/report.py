@@ -4,6 +4,11 @@
 base64 PNG), `out/report.md` (plots linked relative to `out`) and `out/claims.json` (every
 claim of every run, with `system` and `experiment` keys). Unreadable run directories are
 listed as problems in the report instead of stopping it.
+
+A report hides nothing: experiments that were not run (`left_out`: work in progress, or not
+selected) are named in the headline and in their system's row, with the reason and, where a
+finished run of theirs exists, their claims as last measured, marked as not part of this
+reproduction. Their claims do not enter the headline count or claims.json.
 """
 
 from __future__ import annotations
@@ -18,6 +23,28 @@ from typing import Any
 from alignlab.core.errors import AlignlabError
 from alignlab.core.io import atomic_write_json, atomic_write_text, read_json
 from alignlab.core.run import config_of, run_status
+
+
+@dataclass
+class LeftOut:
+    """An experiment the report covers without having run it."""
+
+    experiment: str
+    reason: str
+    last_run: Path | None = None  # where a finished run of it may be found
+
+    @property
+    def system(self) -> str:
+        return self.experiment.split(".", 1)[0]
+
+    def loaded(self) -> LoadedRun | None:
+        """Its last finished run, if there is one."""
+        if self.last_run is None:
+            return None
+        try:
+            return load_run(self.last_run)
+        except ValueError:
+            return None
 
 
 @dataclass
@@ -88,10 +115,12 @@ def build_report(
     out: str | Path,
     title: str = "alignlab report",
     problems: list[str] | None = None,
+    left_out: list[LeftOut] | None = None,
 ) -> tuple[list[LoadedRun], list[str]]:
     """Write report.html, report.md and claims.json to `out`; returns (runs, problems).
 
-    `problems` are listed in the report beside the unreadable run directories.
+    `problems` are listed in the report beside the unreadable run directories; `left_out`
+    experiments are named with their reason and last measured claims (module docstring).
     """
     out = Path(out)
     runs, problems = [], list(problems or [])
@@ -103,10 +132,11 @@ def build_report(
     if not runs:
         raise AlignlabError("No report written: no readable run.\n" + "\n".join(problems))
     registry = _descriptions()
+    left = None if left_out is None else [(x, x.loaded()) for x in left_out]
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "claims.json", all_claims(runs))
-    atomic_write_text(out / "report.md", _markdown(runs, problems, out, registry, title))
-    atomic_write_text(out / "report.html", _html(runs, problems, registry, title))
+    atomic_write_text(out / "report.md", _markdown(runs, problems, out, registry, title, left))
+    atomic_write_text(out / "report.html", _html(runs, problems, registry, title, left))
     return runs, problems
 
 
@@ -117,11 +147,45 @@ def _by_system(runs: list[LoadedRun]) -> dict[str, list[LoadedRun]]:
     return groups
 
 
-def _summary_rows(runs: list[LoadedRun]) -> list[tuple[str, int, int]]:
-    return [
-        (system, sum(c["holds"] for r in rs for c in r.claims), sum(len(r.claims) for r in rs))
-        for system, rs in _by_system(runs).items()
-    ]
+def _summary_rows(runs: list[LoadedRun], left) -> list[tuple[str, str, str]]:
+    """(system, claims holding in the runs, experiments left out) per system, in run order."""
+    left = left or []
+    systems = list(_by_system(runs)) + [x.system for x, _ in left]
+    rows = []
+    for system in dict.fromkeys(systems):
+        rs = _by_system(runs).get(system, [])
+        held = sum(c["holds"] for r in rs for c in r.claims)
+        total = sum(len(r.claims) for r in rs)
+        outs = [_left_label(x, run) for x, run in left if x.system == system]
+        rows.append((system, f"{held}/{total}" if rs else "—", "; ".join(outs) or "—"))
+    return rows
+
+
+def _left_label(x: LeftOut, run: LoadedRun | None) -> str:
+    if run is None:
+        return f"{x.experiment} (never run here)"
+    held = sum(c["holds"] for c in run.claims)
+    return f"{x.experiment} (last measured {held}/{len(run.claims)})"
+
+
+def _headline(runs: list[LoadedRun], left) -> str:
+    n_hold = sum(c["holds"] for r in runs for c in r.claims)
+    n_all = sum(len(r.claims) for r in runs)
+    text = f"{n_hold}/{n_all} claims hold in the {len(runs)} experiments run"
+    if left is None:  # a report of given run folders: no statement about coverage
+        return text + "."
+    if not left:
+        return text + "; every registered experiment was run."
+    reasons: dict[str, list[str]] = {}
+    for x, run in left:
+        reasons.setdefault(x.reason, []).append(_left_label(x, run))
+    parts = [f"{reason}: {', '.join(names)}" for reason, names in reasons.items()]
+    return (
+        text
+        + f". {len(left)} experiments were not run and are not counted — "
+        + "; ".join(parts)
+        + "."
+    )
 
 
 def _run_line(r: LoadedRun) -> str:
@@ -130,38 +194,47 @@ def _run_line(r: LoadedRun) -> str:
     return f"preset `{r.meta.get('preset')}`, seed {r.meta.get('seed')}{wall_s}, run `{r.dir}`"
 
 
-def _markdown(runs, problems, out: Path, registry, title: str) -> str:
-    md = [f"# {title}", ""]
-    n_hold = sum(h for _, h, _ in _summary_rows(runs))
-    n_all = sum(n for _, _, n in _summary_rows(runs))
-    md += [f"**{n_hold}/{n_all} claims hold** across {len(runs)} runs.", ""]
-    md += ["| system | claims holding |", "|---|---|"]
-    md += [f"| {s} | {h}/{n} |" for s, h, n in _summary_rows(runs)]
+def _markdown(runs, problems, out: Path, registry, title: str, left) -> str:
+    md = [f"# {title}", "", f"**{_headline(runs, left)}**", ""]
+    md += ["| system | claims holding | not run |", "|---|---|---|"]
+    md += [f"| {s} | {h} | {o} |" for s, h, o in _summary_rows(runs, left)]
     if problems:
         md += ["", "## Problems", ""] + [f"- {p}" for p in problems]
     for system, rs in _by_system(runs).items():
         md += ["", f"## {system}", ""]
         for r in rs:
-            exp = registry.get(r.experiment)
-            md += [f"### {r.experiment}", ""]
-            if exp is not None:
-                md += [f"{exp.description} ({exp.paper})", ""]
-            md += [_run_line(r), ""]
-            md += ["| claim | paper's statement | measured | holds |", "|---|---|---|---|"]
-            for c in r.claims:
-                mark = "✅" if c["holds"] else "❌"
-                stmt = c["statement"].replace("|", "\\|")
-                meas = _measured(c["measured"]).replace("|", "\\|")
-                md.append(f"| {c['id']} | {stmt} | {meas} | {mark} |")
-            details = [c for c in r.claims if c.get("detail")]
-            for c in details:
-                md += ["", f"<details><summary>{c['id']}: detail</summary>", ""]
-                md += ["```", str(c["detail"]), "```", "</details>"]
-            for p in r.plots:
-                rel = os.path.relpath(p, out)
-                md += ["", f"![{r.experiment}: {p.stem}]({rel})"]
-            md.append("")
+            md += _run_markdown(r, registry, out)
+    if left:
+        md += ["", "## Not run in this reproduction", ""]
+        for x, run in left:
+            md += [f"### {x.experiment}", "", f"Not run: {x.reason}.", ""]
+            if run is None:
+                md += ["No finished run of it in this output folder.", ""]
+            else:
+                md += ["Its claims as **last measured** (not part of this reproduction):", ""]
+                md += _run_markdown(run, registry, out, heading=False)
     return "\n".join(md) + "\n"
+
+
+def _run_markdown(r: LoadedRun, registry, out: Path, heading: bool = True) -> list[str]:
+    exp = registry.get(r.experiment)
+    md = [f"### {r.experiment}", ""] if heading else []
+    if exp is not None:
+        md += [f"{exp.description} ({exp.paper})", ""]
+    md += [_run_line(r), ""]
+    md += ["| claim | paper's statement | measured | holds |", "|---|---|---|---|"]
+    for c in r.claims:
+        mark = "✅" if c["holds"] else "❌"
+        stmt = c["statement"].replace("|", "\\|")
+        meas = _measured(c["measured"]).replace("|", "\\|")
+        md.append(f"| {c['id']} | {stmt} | {meas} | {mark} |")
+    for c in [c for c in r.claims if c.get("detail")]:
+        md += ["", f"<details><summary>{c['id']}: detail</summary>", ""]
+        md += ["```", str(c["detail"]), "```", "</details>"]
+    for p in r.plots:
+        md += ["", f"![{r.experiment}: {p.stem}]({os.path.relpath(p, out)})"]
+    md.append("")
+    return md
 
 
 _CSS = """
@@ -179,47 +252,60 @@ def _img(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
-def _html(runs, problems, registry, title: str) -> str:
+def _html(runs, problems, registry, title: str, left) -> str:
     e = html.escape
     h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>"]
     h.append(f"<style>{_CSS}</style></head><body><h1>{e(title)}</h1>")
-    rows = _summary_rows(runs)
-    n_hold, n_all = sum(r[1] for r in rows), sum(r[2] for r in rows)
-    h.append(f"<p><b>{n_hold}/{n_all} claims hold</b> across {len(runs)} runs.</p>")
-    h.append("<table><tr><th>system</th><th>claims holding</th></tr>")
-    h += [f"<tr><td>{e(s)}</td><td>{hh}/{n}</td></tr>" for s, hh, n in rows]
+    h.append(f"<p><b>{e(_headline(runs, left))}</b></p>")
+    h.append("<table><tr><th>system</th><th>claims holding</th><th>not run</th></tr>")
+    h += [
+        f"<tr><td>{e(s)}</td><td>{e(hh)}</td><td>{e(o)}</td></tr>"
+        for s, hh, o in _summary_rows(runs, left)
+    ]
     h.append("</table>")
     if problems:
         h.append("<h2>Problems</h2><ul>" + "".join(f"<li>{e(p)}</li>" for p in problems) + "</ul>")
     for system, rs in _by_system(runs).items():
         h.append(f"<h2>{e(system)}</h2>")
         for r in rs:
-            exp = registry.get(r.experiment)
-            h.append(f"<h3>{e(r.experiment)}</h3>")
-            if exp is not None:
-                h.append(f"<p>{e(exp.description)} <i>({e(exp.paper)})</i></p>")
-            h.append(f"<p><small>{e(_run_line(r).replace('`', ''))}</small></p>")
-            h.append(
-                "<table><tr><th>claim</th><th>paper's statement</th><th>measured</th>"
-                "<th>holds</th></tr>"
-            )
-            for c in r.claims:
-                mark = (
-                    "<span class=ok>✓ holds</span>"
-                    if c["holds"]
-                    else "<span class=no>✗ fails</span>"
-                )
-                detail = (
-                    f"<details><summary>detail</summary><pre>{e(str(c['detail']))}</pre></details>"
-                    if c.get("detail")
-                    else ""
-                )
+            h += _run_html(r, registry)
+    if left:
+        h.append("<h2>Not run in this reproduction</h2>")
+        for x, run in left:
+            h.append(f"<h3>{e(x.experiment)}</h3><p>Not run: {e(x.reason)}.</p>")
+            if run is None:
+                h.append("<p>No finished run of it in this output folder.</p>")
+            else:
                 h.append(
-                    f"<tr><td>{e(c['id'])}</td><td>{e(c['statement'])}</td>"
-                    f"<td>{e(_measured(c['measured']))}{detail}</td><td>{mark}</td></tr>"
+                    "<p>Its claims as <b>last measured</b> (not part of this reproduction):</p>"
                 )
-            h.append("</table>")
-            if r.plots:
-                h.append("<div class=plots>" + "".join(_img(p) for p in r.plots) + "</div>")
+                h += _run_html(run, registry, heading=False)
     h.append("</body></html>")
     return "\n".join(h)
+
+
+def _run_html(r: LoadedRun, registry, heading: bool = True) -> list[str]:
+    e = html.escape
+    exp = registry.get(r.experiment)
+    h = [f"<h3>{e(r.experiment)}</h3>"] if heading else []
+    if exp is not None:
+        h.append(f"<p>{e(exp.description)} <i>({e(exp.paper)})</i></p>")
+    h.append(f"<p><small>{e(_run_line(r).replace('`', ''))}</small></p>")
+    h.append(
+        "<table><tr><th>claim</th><th>paper's statement</th><th>measured</th><th>holds</th></tr>"
+    )
+    for c in r.claims:
+        mark = "<span class=ok>✓ holds</span>" if c["holds"] else "<span class=no>✗ fails</span>"
+        detail = (
+            f"<details><summary>detail</summary><pre>{e(str(c['detail']))}</pre></details>"
+            if c.get("detail")
+            else ""
+        )
+        h.append(
+            f"<tr><td>{e(c['id'])}</td><td>{e(c['statement'])}</td>"
+            f"<td>{e(_measured(c['measured']))}{detail}</td><td>{mark}</td></tr>"
+        )
+    h.append("</table>")
+    if r.plots:
+        h.append("<div class=plots>" + "".join(_img(p) for p in r.plots) + "</div>")
+    return h

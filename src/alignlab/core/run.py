@@ -3,16 +3,21 @@
 Layout of a run directory (ARCHITECTURE.md):
 
     config.yaml     experiment, preset, seed, overrides and the full resolved config
-    run.json        status (running/complete/failed), timings, versions: not deterministic
-    metrics.jsonl   one JSON object a line, each with a "step"
+    run.json        status (running/complete/failed), timings, threads, workers, versions:
+                    not deterministic
+    metrics.jsonl   one JSON object a line, each with a "step"; timings are the keys ending
+                    in _per_s, _time_s or _time_frac
     results.json    what the run function returned: deterministic for a seed and preset
     claims.json     [{id, statement, measured, holds, detail?}, ...]
     plots/*.png     figures drawn from results.json
     checkpoint/     tensors.safetensors + state.json (the newest checkpoint only)
+    stages/<name>/checkpoint/   each sequential stage's own (core.context)
+    units/<key>/checkpoint/     each unfinished unit's own (core.units)
     log.txt         human-readable log
 
 Every file is written atomically. A finished run is not run again unless `force`; an
-unfinished one continues from its last checkpoint when `resume` is set.
+unfinished one continues from its last checkpoints when `resume` is set. The execution knobs
+(`threads`, `workers`) are not part of a run's identity: changing them never forces a re-run.
 """
 
 from __future__ import annotations
@@ -21,41 +26,36 @@ import datetime as _dt
 import json
 import os
 import platform
-import random
 import shutil
 import sys
 import time
 import traceback
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from alignlab import __version__
 from alignlab.core import config as cfglib
+from alignlab.core.checkpoint import FOLDER, simulate_crash_now
 from alignlab.core.claims import evaluate_claims
+from alignlab.core.context import STAGES, UNITS, RunContext, prepare_metrics
 from alignlab.core.errors import AlignlabError
 from alignlab.core.experiment import Experiment
-from alignlab.core.io import atomic_write_json, atomic_write_text, dumps_json, read_json
+from alignlab.core.io import atomic_write_json, atomic_write_text, dumps_json, old_folder, read_json
+from alignlab.core.resources import available_cores, check_count, torch_threads
+from alignlab.core.seeding import seed_everything
 
 DEVICES = ("cpu", "cuda", "auto")
 RUN_FILES = ("config.yaml", "run.json", "results.json", "claims.json")
 LOCK = ".lock"
+#: metric keys that measure wall-clock speed: they differ between runs of the same seed
+TIMING_SUFFIXES = ("_per_s", "_time_s", "_time_frac")
 
 
-def seed_everything(seed: int) -> np.random.Generator:
-    """Seed python, numpy and torch; return the run's numpy Generator."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    try:
-        import torch
-    except ImportError:  # torch is a core dependency, but the maths of some systems is numpy-only
-        pass
-    else:
-        torch.manual_seed(seed)
-    return np.random.default_rng(seed)
+def is_timing(key: str) -> bool:
+    """Whether a metrics.jsonl key is a timing (not reproducible), by its name's suffix."""
+    return key.endswith(TIMING_SUFFIXES)
 
 
 def resolve_device(device: str) -> str:
@@ -70,205 +70,6 @@ def resolve_device(device: str) -> str:
     if device == "cuda":
         raise AlignlabError("--device cuda was asked for but torch sees no CUDA device.")
     return "cpu"
-
-
-# ---------------------------------------------------------------------------------------
-# checkpoints
-
-
-@dataclass
-class Checkpoint:
-    step: int
-    tensors: dict[str, Any]  # name -> torch.Tensor
-    state: dict[str, Any]  # JSON state of the training loop
-
-
-class Checkpointer:
-    """The newest checkpoint of a run: `checkpoint/{tensors.safetensors,state.json}`.
-
-    `save` writes a new folder beside the old one and swaps them, so a crash at any point
-    leaves one complete checkpoint. The run's RNG states (python, numpy Generator, torch)
-    are saved with it and restored by `load`, so a resumed run continues the same stream.
-    """
-
-    def __init__(self, run_dir: Path, ctx: RunContext | None = None):
-        self.dir = run_dir / "checkpoint"
-        self.ctx = ctx
-
-    def last_step(self) -> int | None:
-        """The step of the newest checkpoint, without loading it; None if there is none."""
-        d = self._readable_dir()
-        return None if d is None else int(read_json(d / "state.json")["step"])
-
-    def _readable_dir(self) -> Path | None:
-        for d in (self.dir, self.dir.with_name("checkpoint.old")):
-            if (d / "state.json").is_file():
-                return d
-        return None
-
-    def save(self, step: int, tensors: dict[str, Any] | None = None, state: dict | None = None):
-        import torch
-        from safetensors.torch import save_file
-
-        tensors = {
-            k: (v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v)))
-            .detach()
-            .cpu()
-            .contiguous()
-            for k, v in (tensors or {}).items()
-        }
-        tensors["__rng__.torch"] = torch.get_rng_state()
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            for i, st in enumerate(torch.cuda.get_rng_state_all()):
-                tensors[f"__rng__.cuda.{i}"] = st
-        meta = {"step": int(step), "state": state or {}, "rng": self._rng_state()}
-        tmp = self.dir.with_name("checkpoint.tmp")
-        old = self.dir.with_name("checkpoint.old")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file(tensors, str(tmp / "tensors.safetensors"))
-        atomic_write_text(tmp / "state.json", dumps_json(meta))
-        shutil.rmtree(old, ignore_errors=True)
-        if self.dir.exists():
-            self.dir.rename(old)
-        tmp.rename(self.dir)
-        shutil.rmtree(old, ignore_errors=True)
-
-    def load(self) -> Checkpoint | None:
-        """The newest checkpoint, with RNG states restored; None if there is none."""
-        d = self._readable_dir()
-        if d is None:
-            return None
-        import torch
-        from safetensors.torch import load_file
-
-        try:
-            meta = read_json(d / "state.json")
-            tensors = load_file(str(d / "tensors.safetensors"))
-        except Exception as e:
-            raise AlignlabError(f"Checkpoint in {d} is unreadable ({e}); use --force.") from e
-        torch.set_rng_state(tensors.pop("__rng__.torch"))
-        cuda = [tensors.pop(k) for k in sorted(tensors) if k.startswith("__rng__.cuda.")]
-        if cuda and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(cuda)
-        self._restore_rng(meta["rng"])
-        return Checkpoint(step=meta["step"], tensors=tensors, state=meta["state"])
-
-    def _rng_state(self) -> dict[str, Any]:
-        py = random.getstate()
-        name, keys, pos, has_gauss, gauss = np.random.get_state()
-        out = {
-            "python": [py[0], list(py[1]), py[2]],
-            "numpy_global": [name, keys.tolist(), pos, has_gauss, gauss],
-        }
-        if self.ctx is not None:
-            out["numpy"] = self.ctx.rng.bit_generator.state
-        return out
-
-    def _restore_rng(self, rng: dict[str, Any]) -> None:
-        py = rng["python"]
-        random.setstate((py[0], tuple(py[1]), py[2]))
-        if "numpy_global" in rng:
-            name, keys, pos, has_gauss, gauss = rng["numpy_global"]
-            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
-        if self.ctx is not None and "numpy" in rng:
-            self.ctx.rng.bit_generator.state = rng["numpy"]
-
-
-# ---------------------------------------------------------------------------------------
-# the context handed to an experiment's run function
-
-
-@dataclass
-class RunContext:
-    experiment: Experiment
-    config: Any
-    preset: str
-    seed: int
-    dir: Path
-    device: str = "cpu"
-    resume: bool = False
-    quiet: bool = False
-    rng: np.random.Generator = field(default_factory=np.random.default_rng)
-
-    def __post_init__(self):
-        self.checkpoint = Checkpointer(self.dir, self)
-        self._t0 = time.perf_counter()
-
-    def log(self, message: str) -> None:
-        stamp = f"[{time.perf_counter() - self._t0:8.2f}s] "
-        with open(self.dir / "log.txt", "a", encoding="utf-8") as f:
-            f.write(stamp + message + "\n")
-        if not self.quiet:
-            from alignlab.core.console import console
-
-            console.print(f"[dim]{self.experiment.name}[/] {message}")
-
-    def log_metrics(self, step: int, **values: Any) -> None:
-        """Append one line to metrics.jsonl (flushed, so a crash loses at most this line)."""
-        line = json.dumps({"step": int(step), **_floats(values)})
-        with open(self.dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(line + "\n")
-
-    def metrics(self) -> list[dict[str, Any]]:
-        return read_metrics(self.dir)
-
-    def track(
-        self, iterable: Iterable, total: int | None = None, description: str = ""
-    ) -> Iterator:
-        """Iterate with a rich progress bar (silent in sweeps' worker processes)."""
-        if self.quiet:
-            yield from iterable
-            return
-        from alignlab.core.console import progress
-
-        with progress() as bar:
-            task = bar.add_task(description or self.experiment.name, total=total)
-            for item in iterable:
-                yield item
-                bar.advance(task)
-
-    def save_figure(self, fig: Any, name: str) -> Path:
-        """Save a matplotlib figure as plots/<name>.png (atomically) and close it."""
-        import matplotlib.pyplot as plt
-
-        path = self.dir / "plots" / f"{name}.png"
-        path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-        plt.close(fig)
-        return path
-
-
-def _floats(values: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in values.items():
-        if hasattr(v, "item"):
-            v = v.item()
-        out[k] = v
-    return out
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass  # a line cut by a crash
-    return rows
-
-
-def _truncate_metrics(run_dir: Path, last_step: int | None) -> None:
-    """On resume, drop metric lines written after the checkpoint we continue from."""
-    rows = [] if last_step is None else [r for r in read_metrics(run_dir) if r["step"] <= last_step]
-    path = run_dir / "metrics.jsonl"
-    if path.exists() or rows:
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 # ---------------------------------------------------------------------------------------
@@ -289,6 +90,9 @@ class RunSpec:
     device: str = "cpu"
     quiet: bool = False
     module: str | None = None  # module to import first (where the experiment is registered)
+    # execution knobs (core.resources): not part of the run's identity
+    threads: int | None = None  # torch threads (None: one per available core)
+    workers: int | None = None  # units at once (None: one per available core)
 
     def default_dir(self) -> Path:
         slug = f"{self.preset}-seed{self.seed}"
@@ -401,6 +205,8 @@ def execute(spec: RunSpec) -> RunOutcome:
     cfg = resolve_config(exp, spec.preset, spec.overrides)  # bad input fails before any write
     if not isinstance(spec.seed, int) or spec.seed < 0:
         raise AlignlabError(f"--seed must be a non-negative integer, got {spec.seed!r}.")
+    check_count("threads", spec.threads)
+    check_count("workers", spec.workers)
     device = resolve_device(spec.device)
     run_dir = Path(spec.out) if spec.out else spec.default_dir()
     header = {
@@ -441,25 +247,30 @@ def _execute_locked(exp, spec, cfg, device, run_dir, header, status) -> RunOutco
     if spec.force:
         _clear_run_files(run_dir)
     resuming = status in ("running", "failed") and spec.resume and not spec.force
-    meta = _meta(exp, spec, device)
+    threads = spec.threads or available_cores()
+    meta = _meta(exp, spec, device, threads)
     atomic_write_json(run_dir / "run.json", meta)  # first: it marks the folder as a run
     atomic_write_text(run_dir / "config.yaml", cfglib.dump_yaml(header))
     # stale outputs of an earlier attempt must not survive into this one
     for name in ("results.json", "claims.json"):
         (run_dir / name).unlink(missing_ok=True)
+    if not resuming:  # a fresh start: no checkpoint of an earlier attempt may be picked up
+        _clear_state(run_dir)
     rng = seed_everything(spec.seed)
-    ctx = RunContext(exp, cfg, spec.preset, spec.seed, run_dir, device, resuming, spec.quiet, rng)
+    ctx = RunContext(
+        exp, cfg, spec.preset, spec.seed, run_dir, device, resuming, spec.quiet, rng,
+        threads=threads, workers=spec.workers,
+    )  # fmt: skip
+    last = prepare_metrics(run_dir, resuming)
     if resuming:
-        last = ctx.checkpoint.last_step()
-        _truncate_metrics(run_dir, last)
         ctx.log(f"resuming from step {last}" if last is not None else "restarting (no checkpoint)")
-    else:
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     t0 = time.perf_counter()
     try:
-        results = exp.run(ctx)
+        with torch_threads(threads):
+            results = exp.run(ctx)
         if not isinstance(results, dict):
             raise TypeError(f"{exp.name}: run() must return a dict, got {type(results).__name__}")
+        simulate_crash_now("before the results are written")  # a test hook; no-op otherwise
         results = json.loads(dumps_json(results))  # what is on disk is what claims see
         atomic_write_json(run_dir / "results.json", results)
         claims = evaluate_claims(exp.claims, results)
@@ -484,7 +295,7 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _meta(exp: Experiment, spec: RunSpec, device: str) -> dict[str, Any]:
+def _meta(exp: Experiment, spec: RunSpec, device: str, threads: int) -> dict[str, Any]:
     return {
         "experiment": exp.name,
         "system": exp.system,
@@ -494,6 +305,8 @@ def _meta(exp: Experiment, spec: RunSpec, device: str) -> dict[str, Any]:
         "status": "running",
         "started": _now(),
         "device": device,
+        "threads": threads,
+        "workers": spec.workers,
         "alignlab": __version__,
         "python": platform.python_version(),
         "argv": sys.argv,
@@ -516,12 +329,18 @@ def _check_same_run(run_dir: Path, header: dict[str, Any]) -> None:
         )
 
 
+def _clear_state(run_dir: Path) -> None:
+    """Remove the checkpoints of an earlier attempt (the run's, its stages' and units')."""
+    for path in (run_dir / FOLDER, old_folder(run_dir / FOLDER), run_dir / STAGES, run_dir / UNITS):
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _clear_run_files(run_dir: Path) -> None:
     """Remove what a run writes, and nothing else: files a user put beside it stay."""
     for name in (*RUN_FILES, "metrics.jsonl", "log.txt"):
         (run_dir / name).unlink(missing_ok=True)
-    for name in ("plots", "checkpoint", "checkpoint.old", "checkpoint.tmp", "units"):
-        shutil.rmtree(run_dir / name, ignore_errors=True)
+    shutil.rmtree(run_dir / "plots", ignore_errors=True)
+    _clear_state(run_dir)
 
 
 def config_of(run_dir: Path) -> dict[str, Any]:

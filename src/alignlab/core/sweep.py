@@ -23,7 +23,9 @@ import numpy as np
 
 from alignlab.core.errors import AlignlabError
 from alignlab.core.io import atomic_write_json, atomic_write_text
+from alignlab.core.resources import available_cores, check_count
 from alignlab.core.run import RunOutcome, RunSpec, execute, override_slug
+from alignlab.core.stats import mean_ci95
 
 BACKENDS = ("local", "ray")
 
@@ -128,13 +130,7 @@ def _worker_init(parent: int) -> None:
 
 
 def _execute_in_worker(spec: RunSpec) -> RunOutcome:
-    try:
-        import torch
-
-        torch.set_num_threads(1)  # one core per run; the pool provides the parallelism
-    except ImportError:
-        pass
-    return execute(spec)
+    return execute(spec)  # the spec carries its thread count (`sweep`)
 
 
 def run_local(specs: list[RunSpec], workers: int, on_done: Callable[[], None]) -> list:
@@ -233,12 +229,19 @@ def sweep(
     force: bool = False,
     module: str | None = None,
     show_progress: bool = True,
+    threads: int | None = None,
 ) -> SweepResult:
+    """Run the grid (seeds × `sets`) and aggregate it. `workers` runs at once (default: one
+    per available core, at most one per run); each run gets `threads` torch threads (default:
+    the cores divided among the workers, so the sweep never runs more threads than cores) and
+    trains its units in order (the sweep's workers already fill the cores)."""
     from alignlab.core import experiment as registry
     from alignlab.core.run import resolve_config
 
     if backend not in BACKENDS:
         raise AlignlabError(f"Unknown backend {backend!r}. Valid backends: {', '.join(BACKENDS)}.")
+    check_count("workers", workers)
+    check_count("threads", threads)
     exp = registry.get(experiment)
     sets = list(sets or [])
     combos, seen = [], set()
@@ -248,29 +251,22 @@ def sweep(
             seen.add(key)
             combos.append(combo)
     out = Path(out) if out else Path("runs") / "sweeps" / f"{experiment}-{preset}"
-    workers = workers or min(os.cpu_count() or 1, len(combos) * len(seeds))
+    workers = workers or min(available_cores(), len(combos) * len(seeds))
+    threads = threads or max(1, available_cores() // workers)
     module = module or exp.run.__module__
-    specs = plan(experiment, preset, seeds, combos, out, device=device, force=force, module=module)
+    specs = plan(
+        experiment, preset, seeds, combos, out, device=device, force=force, module=module,
+        threads=threads, workers=1,
+    )  # fmt: skip
 
-    from alignlab.core.console import progress
+    from alignlab.core.console import Bar
 
-    bar = progress() if show_progress else None
-    if bar is not None:
-        bar.start()
-        task = bar.add_task(f"sweep {experiment}", total=len(specs))
-    try:
-
-        def on_done() -> None:
-            if bar is not None:
-                bar.advance(task)
-
+    with Bar(len(specs), f"sweep {experiment}", enabled=show_progress) as bar:
+        on_done = lambda: bar.advance(1)  # noqa: E731
         if backend == "ray":
             results = run_ray(specs, workers, address, on_done)
         else:
             results = run_local(specs, workers, on_done)
-    finally:
-        if bar is not None:
-            bar.stop()
     failed = [(s, r) for s, r in zip(specs, results, strict=True) if isinstance(r, BaseException)]
     if failed:
         lines = "\n".join(f"  {s.out}: {type(e).__name__}: {e}" for s, e in failed)
@@ -285,17 +281,6 @@ def sweep(
 
 # ---------------------------------------------------------------------------------------
 # aggregation
-
-
-def mean_ci95(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of the 95% Student-t confidence interval (nan for n < 2)."""
-    x = np.asarray(values, dtype=float)
-    if len(x) < 2:
-        return float(x.mean()), math.nan
-    from scipy import stats
-
-    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
-    return float(x.mean()), float(half)
 
 
 def flatten_numeric(x: Any, prefix: str = "") -> tuple[dict[str, float], dict[str, list[float]]]:
@@ -395,9 +380,8 @@ def write_aggregate(out: Path, agg: dict[str, Any]) -> None:
 
 def plot_aggregate(out: Path, agg: dict[str, Any], max_plots: int = 12) -> None:
     """One figure per curve (mean ± CI band per grid cell)."""
-    from alignlab.core.plotting import plt
+    from alignlab.core.plotting import plt, save_figure
 
-    (out / "plots").mkdir(exist_ok=True)
     curves = agg["cells"][0]["curves"]
 
     def informative(key: str) -> bool:
@@ -425,7 +409,4 @@ def plot_aggregate(out: Path, agg: dict[str, Any], max_plots: int = 12) -> None:
         ax.set_xlabel(xkey if xkey in curves else "index")
         ax.legend(fontsize=7)
         name = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
-        tmp = out / "plots" / f".{name}.tmp.png"
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, out / "plots" / f"{name}.png")
-        plt.close(fig)
+        save_figure(fig, out / "plots" / f"{name}.png")

@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 
 from alignlab.core.claims import Claim
+from alignlab.core.config import ConfigError, param
 from alignlab.core.experiment import Experiment, register
 
 from .horizon import conspiracy_threshold, incentive_fraction_by_horizon
@@ -39,11 +40,19 @@ class Table4Config:
     r3_at_2: Dehydration's R_{theta=3}(2): -2 (Fig. 8 formula) or -5 (Appendix B.1).
     """
 
-    include_theta_H: bool = False
-    reward_argument: Literal["s_t", "s_next"] = "s_t"
-    poetry_node: Literal["non_absorbing", "absorbing"] = "non_absorbing"
-    initial_theta0: Literal["default", "all"] = "default"
-    r3_at_2: Literal[-2, -5] = -2
+    include_theta_H: bool = param(False, help="xi^theta also holds theta_H (Def. 5 reading)")
+    reward_argument: Literal["s_t", "s_next"] = param(
+        "s_t", help="the state R_theta scores: s_t or s_{t+1}"
+    )
+    poetry_node: Literal["non_absorbing", "absorbing"] = param(
+        "non_absorbing", help="Writer's Curse Fig. 2: whether the poetry node is absorbing"
+    )
+    initial_theta0: Literal["default", "all"] = param(
+        "default", help="Initial-reward cells claimed at the example's theta_0, or for all"
+    )
+    r3_at_2: Literal[-2, -5] = param(
+        -2, help="Dehydration's R_{theta=3}(2): -2 (Fig. 8) or -5 (App. B.1)"
+    )
 
 
 def run_table4(ctx) -> dict:
@@ -208,19 +217,12 @@ def plot_table4(results: dict, ctx) -> None:
 
 @dataclass
 class HorizonConfig:
-    max_horizon: int = 8  # Conspiracy Influence, H = 1..max_horizon
-    n_models: int = 200  # random DR-MDPs in the population
-    population_max_horizon: int = 10
-    n_states: int = 3
-    n_thetas: int = 3
-    n_actions: int = 3
-
-    def validate(self):
-        for name in ("max_horizon", "n_models", "population_max_horizon"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if min(self.n_states, self.n_thetas) < 2 or self.n_actions < 2:
-            raise ValueError("n_states, n_thetas and n_actions must each be >= 2")
+    max_horizon: int = param(8, ge=1, help="Conspiracy Influence solved for H = 1..max_horizon")
+    n_models: int = param(200, ge=1, help="random DR-MDPs in the population")
+    population_max_horizon: int = param(10, ge=1, help="the population's horizons H = 1..this")
+    n_states: int = param(3, ge=2, help="states of each random DR-MDP")
+    n_thetas: int = param(3, ge=2, help="reward parameters theta of each random DR-MDP")
+    n_actions: int = param(3, ge=2, help="actions of each random DR-MDP")
 
 
 def run_horizon(ctx) -> dict:
@@ -294,23 +296,19 @@ def plot_horizon(results: dict, ctx) -> None:
 
 @dataclass
 class RecommenderConfig:
-    horizon: int = 30
-    n_categories: int = 12
-    n_levels: int = 16
-    theta0_level: int = 3
-    privileged_level: int = 7
-    engagement_gain: float = 2.0
+    horizon: int = param(30, ge=1, help="steps H of a recommendation episode")
+    n_categories: int = param(12, ge=2, help="content categories on the extremeness axis")
+    n_levels: int = param(16, ge=2, help="taste levels theta of the user")
+    theta0_level: int = param(3, ge=0, help="the user's initial taste level theta_0")
+    privileged_level: int = param(7, ge=0, help="theta* of the privileged objective")
+    engagement_gain: float = param(2.0, ge=0, help="how much more extreme users engage")
 
     def validate(self):
-        if self.horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {self.horizon}")
-        if self.n_categories < 2 or self.n_levels < 2:
-            raise ValueError("n_categories and n_levels must each be >= 2")
-        if self.engagement_gain < 0:
-            raise ValueError(f"engagement_gain must be >= 0, got {self.engagement_gain}")
         for name in ("theta0_level", "privileged_level"):
-            if not 0 <= getattr(self, name) < self.n_levels:
-                raise ValueError(f"{name} must be in [0, n_levels={self.n_levels})")
+            if getattr(self, name) >= self.n_levels:
+                raise ConfigError(
+                    name, f"must be < n_levels ({self.n_levels}), got {getattr(self, name)}"
+                )
 
 
 def run_recommender(ctx) -> dict:

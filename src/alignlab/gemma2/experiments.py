@@ -32,7 +32,7 @@ import torch
 from alignlab.core.claims import Claim
 from alignlab.core.experiment import Experiment, register
 from alignlab.core.io import atomic_write_json, read_json
-from alignlab.core.run import Checkpointer
+from alignlab.core.checkpoint import Checkpointer
 
 from .config import Gemma2Config
 from .data import Corpus, cache_dir, eval_batches, load_corpus, token_stream

@@ -48,7 +48,7 @@ from torch import nn
 
 from alignlab.core import config as cfglib
 from alignlab.core.errors import AlignlabError
-from alignlab.core.run import Checkpointer
+from alignlab.core.checkpoint import Checkpointer
 from alignlab.gemma2.data import eval_batches, sample_batch
 
 OBJECTIVES = ("ntp", "kd")
@@ -719,7 +719,7 @@ def _context(out: Path, cfg: TrainConfig, device: str, resume: bool, quiet: bool
     from alignlab.core.config import PRESETS
     from alignlab.core.experiment import Experiment
     from alignlab.core.io import atomic_write_text
-    from alignlab.core.run import RunContext, read_metrics
+    from alignlab.core.context import RunContext, read_metrics
 
     exp = Experiment(
         name="gemma2.train",
