@@ -301,26 +301,21 @@ def show(
 
     exp = registry.get(experiment)
     wip = " (work in progress)" if exp.wip else ""
-    stdout.print(f"[bold]{exp.name}[/]{wip}: {exp.description}\n{exp.paper}\n", highlight=False)
-    table = Table(title=f"{exp.name} config (--set KEY=VALUE)", show_lines=False)
-    table.add_column("key", style="bold", no_wrap=True)
-    for p in PRESETS:
-        table.add_column(p, overflow="fold", max_width=24)
-    table.add_column("constraint", overflow="fold")
-    table.add_column("help", overflow="fold")
+    lines = [f"{exp.name}{wip}: {exp.description}", exp.paper, "", "config (--set KEY=VALUE):"]
     for row in describe({p: exp.preset(p) for p in PRESETS}):
         if row["group"]:
-            table.add_row(
-                Text(row["key"] + ".", style="italic"), *[""] * len(PRESETS), "", row["help"]
-            )
+            lines += ["", f"{row['key']}.*  {row['help']}"]
             continue
-        values = [_short(row["values"][p]) for p in PRESETS]
-        table.add_row(row["key"], *values, row["constraint"] or row["type"], row["help"])
-    stdout.print(table)
+        rule = f", {row['constraint']}" if row["constraint"] else ""
+        lines.append(f"  {row['key']} ({row['type']}{rule}): {row['help']}")
+        values = row["values"]
+        if len({repr(v) for v in values.values()}) == 1:
+            lines.append(f"      all presets: {_short(values[PRESETS[0]])}")
+        else:
+            lines.append("      " + " | ".join(f"{p} {_short(values[p])}" for p in PRESETS))
     if exp.claims:
-        stdout.print("\n[bold]claims[/]")
-        for c in exp.claims:
-            stdout.print(f"  {c.id}: {c.statement}", highlight=False)
+        lines += ["", "claims:"] + [f"  {c.id}: {c.statement}" for c in exp.claims]
+    stdout.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
 
 
 def _short(value) -> str:

@@ -9,7 +9,7 @@ runner = CliRunner()
 
 
 def invoke(*args):
-    return runner.invoke(app, list(args))
+    return runner.invoke(app, list(args), terminal_width=200)
 
 
 def test_unknown_experiment_suggests_closest(tmp_path, toy):
@@ -150,18 +150,62 @@ def test_sweep_markdown_on_stdout_is_not_wrapped(tmp_path, toy):
     assert len(rows) == 1 and rows[0].endswith("|")
 
 
-def test_reproduce_leaves_out_work_in_progress_systems(tmp_path, toy, monkeypatch):
+def _only_toy_systems(monkeypatch, toy):
+    """A registry holding the toy and a work-in-progress copy of it, nothing else."""
     import dataclasses
 
     from alignlab.core import experiment as registry
 
     wip = dataclasses.replace(toy.TOY, name="wipsys.demo", wip=True)
-    monkeypatch.setattr(registry, "_REGISTRY", {**registry._REGISTRY, "wipsys.demo": wip})
+    monkeypatch.setattr(registry, "_REGISTRY", {"toy.regression": toy.TOY, "wipsys.demo": wip})
+    monkeypatch.setattr(registry, "load_systems", lambda *a, **k: None)
+
+
+def test_reproduce_leaves_out_work_in_progress_and_the_report_names_it(tmp_path, toy, monkeypatch):
+    _only_toy_systems(monkeypatch, toy)
     r = invoke("reproduce", "--preset", "smoke", "--out", str(tmp_path))
     assert r.exit_code == 0, r.output
     assert "left out (work in progress" in r.output and "wipsys" in r.output
     exps = {c["experiment"] for c in json.loads((tmp_path / "claims.json").read_text())}
-    assert "toy.regression" in exps and "wipsys.demo" not in exps
-    r = invoke("reproduce", "--preset", "smoke", "--only", "wipsys", "--out", str(tmp_path / "w"))
+    assert exps == {"toy.regression"}
+    md = (tmp_path / "report.md").read_text()
+    headline = md.splitlines()[2]
+    assert "1/1 claims hold in the 1 experiments run" in headline
+    assert "1 experiments were not run" in headline and "wipsys.demo (never run here)" in headline
+    assert "| wipsys | — | wipsys.demo (never run here) |" in md
+    assert "wipsys.demo" in (tmp_path / "report.html").read_text()
+
+    # once a run of it exists in the output folder, the report shows its last measured claims
+    r = invoke("reproduce", "--preset", "smoke", "--only", "wipsys", "--out", str(tmp_path))
     assert r.exit_code == 0, r.output
+    assert "toy.regression (last measured 1/1)" in (tmp_path / "report.md").read_text()
+    r = invoke("reproduce", "--preset", "smoke", "--out", str(tmp_path))
+    md = (tmp_path / "report.md").read_text()
+    assert "wipsys.demo (last measured 1/1)" in md.splitlines()[2]
+    section = md.split("## Not run in this reproduction", 1)[1]
+    assert "last measured" in section and "| converges |" in section
     assert re.search(r"wipsys\.demo\s+\(work", invoke("list").output)
+
+
+def test_show_prints_every_field_per_preset_with_constraint_and_help():
+    r = invoke("show", "drmdp.recommender")
+    assert r.exit_code == 0, r.output
+    for text in ("horizon", "steps H of a recommendation episode", ">= 1", "smoke", "paper"):
+        assert text in r.output, text
+    assert "real_time_manipulates" in r.output  # the claims are listed
+    r = invoke("show", "drmdp.recomender")
+    assert r.exit_code == 2 and "Did you mean: drmdp.recommender" in r.output
+
+
+def test_threads_and_workers_are_checked_and_do_not_change_a_runs_identity(tmp_path, toy):
+    out = str(tmp_path / "r")
+    r = invoke("run", "toy.regression", "--preset", "smoke", "--out", out, "--threads", "1")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["threads"] == 1
+    r = invoke("run", "toy.regression", "--preset", "smoke", "--out", out, "--threads", "2",
+               "--workers", "2")  # fmt: skip
+    assert r.exit_code == 0 and "already finished" in " ".join(r.output.split())  # reused
+    r = invoke("run", "toy.regression", "--preset", "smoke", "--out", str(tmp_path / "x"),
+               "--threads", "0")  # fmt: skip
+    assert r.exit_code == 2 and "--threads must be a positive integer" in r.output
+    assert not (tmp_path / "x").exists()

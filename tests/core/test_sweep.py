@@ -1,11 +1,11 @@
 import json
-import math
 
 import pytest
 
 from alignlab.core.errors import AlignlabError
 from alignlab.core.run import run_status
-from alignlab.core.sweep import expand_grid, mean_ci95, parse_seeds, split_top_level, sweep
+from alignlab.core.resources import available_cores
+from alignlab.core.sweep import expand_grid, parse_seeds, split_top_level, sweep
 
 
 def test_parse_seeds_and_grid():
@@ -20,11 +20,19 @@ def test_parse_seeds_and_grid():
     assert expand_grid([]) == [()]
 
 
-def test_mean_ci95_matches_t_interval():
-    m, h = mean_ci95([1.0, 2.0, 3.0, 4.0])
-    # t_{0.975,3} = 3.182446; sd = 1.290994; n = 4
-    assert m == 2.5 and h == pytest.approx(3.182446 * 1.290994 / 2, rel=1e-5)
-    assert math.isnan(mean_ci95([1.0])[1])
+def test_a_sweep_never_runs_more_threads_than_cores_by_default(tmp_path, toy):
+    cores = available_cores()
+    res = sweep("toy.regression", [0, 1], preset="smoke", out=tmp_path / "two", show_progress=False)
+    workers = min(cores, 2)
+    threads = {json.loads((o.dir / "run.json").read_text())["threads"] for o in res.outcomes}
+    assert threads == {max(1, cores // workers)} and workers * max(threads) <= max(cores, 2)
+    res = sweep("toy.regression", [0, 1], preset="smoke", out=tmp_path / "one", workers=1,
+                show_progress=False)  # fmt: skip
+    assert {json.loads((o.dir / "run.json").read_text())["threads"] for o in res.outcomes} == {
+        cores
+    }
+    with pytest.raises(AlignlabError, match="--threads must be a positive integer"):
+        sweep("toy.regression", [0], preset="smoke", out=tmp_path / "x", threads=0)
 
 
 def test_local_sweep_aggregates_and_resumes_only_missing(tmp_path, toy):

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+from alignlab.core.checkpoint import Checkpointer
 from alignlab.core.config import PRESETS
+from alignlab.core.context import RunContext
 from alignlab.core.errors import AlignlabError
 from alignlab.core.experiment import Experiment
-from alignlab.core.checkpoint import Checkpointer
-from alignlab.core.context import RunContext
 from alignlab.core.units import run_units
 
 KEYS = ["alpha", "beta", "gamma", "delta"]
@@ -227,3 +227,67 @@ def test_lines_of_a_unit_that_did_not_finish_are_dropped_on_resume(tmp_path):
     ctx.log_metrics(2 * SIZE + 1, unit="gamma", loss=-1.0)
     run_units(ctx, KEYS, Unit(tmp_path), SIZE, workers=1)
     assert by_step(ctx.metrics()) == expected_metrics(SIZE)  # gamma's lines once, not twice
+
+
+# ---- checkpoints inside a unit ---------------------------------------------------------------
+
+
+def counting_unit(steps=6, every=2):
+    """A unit that adds numbers from its own stream, logging and checkpointing every `every`
+    steps; killed mid-way and resumed, it must end where an uninterrupted unit ends."""
+
+    def fn(key, uctx):
+        rng = np.random.default_rng(uctx.substream(key))
+        total, start = 0.0, 0
+        ck = uctx.checkpoint.load()
+        if ck is not None:
+            total, start = ck.state["total"], ck.step
+            ck.restore(generators={"rng": rng})
+        for step in uctx.track(range(start, steps)):
+            total += float(rng.random())
+            if (step + 1) % every == 0:
+                uctx.log_metrics(step + 1, total=total)
+                uctx.checkpoint.save(step + 1, {}, {"total": total}, generators={"rng": rng})
+        return {"total": total}
+
+    return fn
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_unit_killed_mid_way_resumes_from_its_own_checkpoint(tmp_path, workers):
+    from alignlab.core.checkpoint import SimulatedCrash, crash_after_checkpoint
+
+    ref_ctx = run_context(tmp_path, "ref")
+    reference = run_units(ref_ctx, KEYS[:2], counting_unit(), size=6, workers=workers)
+    ctx = run_context(tmp_path, "cut")
+    with crash_after_checkpoint(2), pytest.raises((SimulatedCrash, AlignlabError)):
+        run_units(ctx, KEYS[:2], counting_unit(), size=6, workers=workers)
+    saved = sorted((tmp_path / "cut" / "units").glob("*/checkpoint/state.json"))
+    assert saved  # a unit stopped mid-way, with its checkpoint on disk
+    resumed_ctx = run_context(tmp_path, "cut", resume=True)
+    resumed = run_units(resumed_ctx, KEYS[:2], counting_unit(), size=6, workers=workers)
+    assert resumed == reference
+    assert by_step(resumed_ctx.metrics()) == by_step(ref_ctx.metrics())  # none lost or doubled
+    assert "resuming from its checkpoint at step" in (tmp_path / "cut" / "log.txt").read_text()
+    assert not (tmp_path / "cut" / "units").exists()  # finished units' folders are removed
+
+
+def test_a_worker_that_dies_without_reporting_is_named(tmp_path):
+    def fn(key, uctx):
+        if key == "beta":
+            os._exit(3)
+        return {}
+
+    with pytest.raises(AlignlabError, match="the worker running unit beta died .exit code 3"):
+        run_units(run_context(tmp_path), KEYS[:2], fn, SIZE, workers=2)
+
+
+def test_units_in_process_run_on_one_thread_and_restore_the_count(tmp_path):
+    torch.set_num_threads(2)
+    try:
+        unit = Unit(tmp_path)
+        run_units(run_context(tmp_path), KEYS[:1], unit, SIZE, workers=1)
+        assert {threads for _, _, threads in unit.called()} == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
