@@ -3,8 +3,8 @@ import json
 import pytest
 
 from alignlab.core.errors import AlignlabError
-from alignlab.core.run import run_status
 from alignlab.core.resources import available_cores
+from alignlab.core.run import run_status
 from alignlab.core.sweep import expand_grid, parse_seeds, split_top_level, sweep
 
 
