@@ -5,7 +5,7 @@ per leg (seed 0), MethodConfig(gamma=0.8, lr=1e-3, goal_current=True, bc_coef=0.
 (128, 128), representation size 64, one-component MRN head.
 
 (a) alignlab: one gradient step is `EpisodeDataset.sample` (vectorised) + `to_torch` +
-    `METHODS["cmd2"].update`, exactly as in `alignlab.cmd.train`.
+    `METHODS["cmd2"].update`, exactly as in `alignlab.cmd.train.train_unit`.
 (b) baseline, written here without alignlab's optimisations: the same networks and losses
     (critic phi(s, a), psi(g) with L2 normalisation and a learned temperature, symmetric
     InfoNCE, an MRN quasimetric computed by broadcasting to (B, B, D) under autograd, the
@@ -42,11 +42,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from alignlab.cmd.experiments import StitchingConfig, _episodes  # noqa: E402
+from alignlab.cmd.experiments import StitchingConfig  # noqa: E402
 from alignlab.cmd.maze import stitching_dataset, stitching_maze  # noqa: E402
 from alignlab.cmd.methods import ActionSpec  # noqa: E402
 from alignlab.cmd.methods.cmd2 import mrn_pairwise  # noqa: E402
-from alignlab.cmd.train import make_method  # noqa: E402
+from alignlab.cmd.train import episode_dataset, make_method  # noqa: E402
 from alignlab.rl import to_torch  # noqa: E402
 
 OUT = pathlib.Path(__file__).resolve().parents[1] / "docs" / "img"
@@ -226,11 +226,11 @@ def main(quick: bool) -> dict:
     cfg = preset.method
     maze = stitching_maze(slip=preset.slip, obs_mode=preset.obs_mode)
     spec = ActionSpec.discrete_actions(maze.action_space.n)
-    data = _episodes(
+    data = episode_dataset(
         stitching_dataset(maze, 0, n_per_leg=preset.n_per_leg, epsilon=preset.epsilon), spec
     )
     obs_dim = data.obs.shape[1]
-    method = make_method("cmd2", obs_dim, spec, cfg, [0])
+    method = make_method("cmd2", obs_dim, spec, cfg, 0)
     torch.manual_seed(1)
     baseline = BaselineCMD2(obs_dim, spec.dim, cfg)
     min_offset = 0 if cfg.goal_current else 1

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from alignlab.cmd import check_quasimetric, random_mdp, sample_episodes
-from alignlab.cmd.experiments import epsilon_greedy
+from alignlab.cmd.experiments.stitching import epsilon_greedy
 from alignlab.cmd.methods import METHODS, ActionSpec, MethodConfig
 from alignlab.cmd.methods.cmd2 import mrn_pairwise, successor_target
 from alignlab.cmd.train import make_method
+from alignlab.core.checkpoint import Checkpointer
 from alignlab.nn import MRN, ContrastiveCritic
 from alignlab.rl import EpisodeDataset, to_torch
 
@@ -38,7 +39,7 @@ def tabular_data(seed=0, S=6, A=2, n=30, length=20):
 @pytest.mark.parametrize("name", list(METHODS))
 def test_update_reduces_its_loss_on_a_fixed_batch(name):
     _, spec, data = tabular_data()
-    method = make_method(name, data.obs.shape[1], spec, TINY, [0])
+    method = make_method(name, data.obs.shape[1], spec, TINY, 0)
     batch = to_torch(data.sample(16, np.random.default_rng(0), 0.8))
     losses = [method.update(batch)[FIRST_LOSS[name]] for _ in range(60)]
     assert np.isfinite(losses).all()
@@ -49,7 +50,7 @@ def test_update_reduces_its_loss_on_a_fixed_batch(name):
 
 def test_continuous_candidate_actions_are_unit_directions():
     spec = ActionSpec.directions(8)
-    method = make_method("cmd2", 2, spec, TINY, [0])
+    method = make_method("cmd2", 2, spec, TINY, 0)
     a = method.act(np.zeros((3, 2), np.float32), np.ones((3, 2), np.float32))
     assert a.shape == (3, 2) and np.allclose(np.linalg.norm(a, axis=1), 1.0)
 
@@ -83,7 +84,7 @@ def test_fast_mrn_pairwise_matches_the_head_and_its_gradient():
 def test_learned_quasimetric_head_has_no_triangle_violations():
     mdp, spec, data = tabular_data(S=6, A=2)
     cfg = MethodConfig(batch_size=32, hidden=(32,), repr_dim=16, lr=3e-3, goal_current=True)
-    method = make_method("cmd2", data.obs.shape[1], spec, cfg, [0])
+    method = make_method("cmd2", data.obs.shape[1], spec, cfg, 0)
     rng = np.random.default_rng(0)
     for _ in range(100):
         method.update(to_torch(data.sample(32, rng, 0.8, min_offset=0)))
@@ -97,15 +98,26 @@ def test_learned_quasimetric_head_has_no_triangle_violations():
     assert D[~np.eye(S * A, dtype=bool)].max() > 0  # not trivially zero
 
 
-def test_full_state_round_trip_continues_identically():
+def restored_copy(a, tmp_path, name, spec, cfg, obs_dim):
+    """A method built from another seed, then loaded from a checkpoint of `a` (weights,
+    optimiser state) in the core's training-state scheme, as a unit resumes."""
+    ck = Checkpointer(tmp_path)
+    ck.save(3, modules={"method": a}, optimizers={"method": a.optimizer})
+    b = make_method(name, obs_dim, spec, cfg, 5)
+    ck.load().restore(modules={"method": b}, optimizers={"method": b.optimizer})
+    return b
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_checkpoint_round_trip_continues_identically(name, tmp_path):
     _, spec, data = tabular_data()
-    a = make_method("cmd2", data.obs.shape[1], spec, TINY, [0])
+    cfg = dataclasses.replace(TINY, bc_coef=0.3)  # the behaviour prior is saved too
+    a = make_method(name, data.obs.shape[1], spec, cfg, 0)
     batch = to_torch(data.sample(16, np.random.default_rng(0), 0.8))
     for _ in range(3):
         a.update(batch)
-    b = make_method("cmd2", data.obs.shape[1], spec, TINY, [5])
-    b.load_full_state({k: v.clone() for k, v in a.full_state().items()})
-    assert a.update(batch) == b.update(batch)
+    b = restored_copy(a, tmp_path, name, spec, cfg, data.obs.shape[1])
+    assert [a.update(batch) for _ in range(2)] == [b.update(batch) for _ in range(2)]
 
 
 @pytest.mark.parametrize("name", list(METHODS))
@@ -114,7 +126,7 @@ def test_behaviour_prior_trains_and_steers_acting(name):
     coefficient makes acting follow the prior's argmax (Method.act)."""
     _, spec, data = tabular_data()
     cfg = dataclasses.replace(TINY, bc_coef=1e6)
-    method = make_method(name, data.obs.shape[1], spec, cfg, [0])
+    method = make_method(name, data.obs.shape[1], spec, cfg, 0)
     batch = to_torch(data.sample(16, np.random.default_rng(0), 0.8))
     before = method.behaviour_loss(batch).item()
     for _ in range(40):
@@ -124,7 +136,7 @@ def test_behaviour_prior_trains_and_steers_acting(name):
     with torch.no_grad():
         prior = method.behaviour(obs).argmax(1).numpy()
     assert (method.act(data.obs[:8], data.obs[8:16]) == prior).all()
-    assert make_method(name, data.obs.shape[1], spec, TINY, [0]).behaviour is None
+    assert make_method(name, data.obs.shape[1], spec, TINY, 0).behaviour is None
 
 
 def test_epsilon_greedy_evaluation_policy():
@@ -154,7 +166,7 @@ def test_actor_learns_the_argmax_of_the_value_and_leaves_the_value_alone(name):
     their own loss), and the actor ends up taking the action the value ranks best."""
     spec = ActionSpec.directions(16)
     cfg = dataclasses.replace(TINY, actor=True, actor_bc=0.0, lr=1e-2)
-    method = make_method(name, 2, spec, cfg, [0])
+    method = make_method(name, 2, spec, cfg, 0)
     batch = continuous_batch()
     loss = method.actor_loss(batch)
     loss.backward(inputs=list(method.actor.parameters()))
@@ -187,15 +199,14 @@ def test_actor_learns_the_argmax_of_the_value_and_leaves_the_value_alone(name):
     assert acts.shape == (16, 2) and np.allclose(np.linalg.norm(acts, axis=1), 1.0, atol=1e-5)
 
 
-def test_actor_trains_inside_update_and_is_checkpointed():
+def test_actor_trains_inside_update_and_is_checkpointed(tmp_path):
     spec = ActionSpec.directions(16)
     cfg = dataclasses.replace(TINY, actor=True)
-    a = make_method("cmd2", 2, spec, cfg, [0])
+    a = make_method("cmd2", 2, spec, cfg, 0)
     batch = continuous_batch()
     before = [p.detach().clone() for p in a.actor.parameters()]
     a.update(batch)
     assert any(not torch.equal(x, p) for x, p in zip(before, a.actor.parameters()))
-    b = make_method("cmd2", 2, spec, cfg, [5])
-    b.load_full_state({k: v.clone() for k, v in a.full_state().items()})
+    b = restored_copy(a, tmp_path, "cmd2", spec, cfg, 2)
     assert a.update(batch) == b.update(batch)
-    assert make_method("gcbc", 2, spec, cfg, [0]).actor is None  # GCBC is a policy already
+    assert make_method("gcbc", 2, spec, cfg, 0).actor is None  # GCBC is a policy already

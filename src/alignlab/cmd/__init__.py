@@ -10,8 +10,8 @@ exact on finite MDPs, its alternatives, and the environments of the notes' scale
 - maze.py       GridMaze (gymnasium), its transition tensor, the A -> B, B -> C stitching data, oracle
 - pointmaze.py  the one-way 2D pointmaze with snapped dynamics and Gaussian noise (gymnasium)
 - methods/      CMD-2, CMD-1 and the baselines CRL, GCBC, TD, QRL (one module each, one config)
-- train.py      the shared offline loop: sample, update, log, evaluate, checkpoint/resume
-- experiments.py  cmd.stitching, cmd.triangle, cmd.pointmaze and their claims
+- train.py      one unit's offline loop: sample, update, log, evaluate, checkpoint/resume
+- experiments/  cmd.stitching, cmd.triangle, cmd.pointmaze and their claims, one module each
 """
 
 from .distances import (

@@ -1,7 +1,7 @@
 """The six goal-conditioned methods of the CMD comparison, one module each, same shape.
 
-`METHODS[name](obs_dim, act_spec, cfg)`, then `update(batch) -> losses`, `act(obs, goal)`,
-`full_state()` / `load_full_state()`; see common.py.
+`METHODS[name](obs_dim, act_spec, cfg)`, then `update(batch) -> losses`, `act(obs, goal)`;
+`method.optimizer` is its optimiser; see common.py.
 """
 
 from .cmd1 import CMD1

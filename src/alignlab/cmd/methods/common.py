@@ -7,14 +7,14 @@ and have the same shape:
     method = METHODS[name](obs_dim, act_spec, cfg)
     losses = method.update(batch)          # one gradient step on a to_torch'd batch
     a      = method.act(obs, goal)          # greedy goal-conditioned actions (numpy in/out)
-    method.state_dict() / load_state_dict() # weights *and* optimiser state, for exact resume
+    method.optimizer                        # its Adam: a unit checkpoints it with the weights
 
 Actions. `ActionSpec.candidates` (K, act_dim) is a finite action set in the encoding the
 networks see: the one-hot rows of a discrete action space (grid maze), or K unit directions
 for the pointmaze, whose dynamics snap any action to the successor with the largest cosine
 (pointmaze.py), so a fine set of directions loses little. Policy extraction is then an
-argmin/argmax over the candidates: the "simple discrete action set" choice of the brief,
-used for every method alike, instead of a learned continuous actor.
+argmin/argmax over the candidates, for every method alike, or with `MethodConfig.actor` a
+learned actor for continuous actions.
 """
 
 from __future__ import annotations
@@ -27,51 +27,53 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alignlab.nn import mlp
+from alignlab.core.config import param
+from alignlab.nn import INFONCE_KINDS, mlp
+from alignlab.nn.mlp import ACTIVATIONS
 
 
 @dataclasses.dataclass
 class MethodConfig:
     """Hyperparameters shared by all methods (paper names; notes' scaled-down defaults)."""
 
-    gamma: float = 0.9  # discount of the future-goal distribution (notes: 0.8-0.99)
-    batch_size: int = 256
-    hidden: tuple[int, ...] = (128, 128)  # notes: MLPs 2 x 128
-    repr_dim: int = 64  # phi/psi and quasimetric embedding size
-    lr: float = 3e-4  # Adam, notes' scaled-down setting
-    grad_clip: float = 1.0  # notebook: grad clip 1.0
-    activation: str = "relu"
-    head: str = "mrn"  # quasimetric head: mrn | iqe | mlp (the unconstrained ablation)
-    mrn_components: int = 1
-    infonce: str = "symmetric"  # the run.py default
-    margin: float = 0.35  # CMD-2 Lagrange margin on the positive hinge
-    lam_init: float = 1.0  # CMD-2 lambda at the start (lambda = softplus(raw) + 0.01)
-    potential: bool = True  # CMD-1: f = c(g) - d; False is --nopotential
-    tau: float = 0.005  # TD target network Polyak rate
-    td_random_goal_prob: float = 0.5  # TD: share of rows relabelled with another row's goal
-    qrl_eps: float = 0.25  # QRL: local constraint E relu(d(x, x') - 1)^2 <= eps^2
-    qrl_offset: float = 50.0  # QRL: maximise -softplus(offset - d) over random pairs
-    qrl_beta: float = 0.1  # softness of that softplus
-    goal_current: bool = False  # goals at offset >= 0 (the k = 0 occupancy), else >= 1
+    gamma: float = param(
+        0.9, gt=0, lt=1, help="discount of the future-goal distribution (notes: 0.8-0.99)"
+    )
+    batch_size: int = param(256, ge=2, help="batch size; the other rows are the negatives")
+    hidden: tuple[int, ...] = param((128, 128), ge=1, help="MLP hidden widths (notes: 2 x 128)")
+    repr_dim: int = param(64, ge=1, help="phi/psi and quasimetric embedding size")
+    lr: float = param(3e-4, gt=0, help="Adam learning rate (notes' scaled-down setting)")
+    grad_clip: float = param(1.0, gt=0, help="global gradient-norm clip (notebook: 1.0)")
+    activation: str = param("relu", choices=tuple(ACTIVATIONS), help="MLP activation")
+    head: str = param(
+        "mrn", choices=("mrn", "iqe", "mlp"), help="quasimetric head (mlp: the ablation)"
+    )
+    mrn_components: int = param(1, ge=1, help="MRN head: number of components")
+    infonce: str = param("symmetric", choices=INFONCE_KINDS, help="contrastive loss variant")
+    margin: float = param(0.35, help="CMD-2 Lagrange margin on the positive hinge")
+    lam_init: float = param(
+        1.0, gt=0.01, help="CMD-2 lambda at the start (lambda = softplus(raw) + 0.01)"
+    )
+    potential: bool = param(True, help="CMD-1: f = c(g) - d; False is --nopotential")
+    tau: float = param(0.005, gt=0, le=1, help="TD target network Polyak rate")
+    td_random_goal_prob: float = param(
+        0.5, ge=0, le=1, help="TD: share of rows relabelled with another row's goal"
+    )
+    qrl_eps: float = param(0.25, ge=0, help="QRL: local constraint E relu(d(x, x') - 1)^2 <= eps^2")
+    qrl_offset: float = param(50.0, help="QRL: maximise -softplus(offset - d) over random pairs")
+    qrl_beta: float = param(0.1, gt=0, help="QRL: softness of that softplus")
+    goal_current: bool = param(False, help="goals at offset >= 0 (the k = 0 occupancy), else >= 1")
     # acting: score(s, a, g) + bc_coef * log pi_beta(a | s), pi_beta a learned behaviour prior
     # (discrete actions only; 0 turns it off). See Method.act.
-    bc_coef: float = 0.0
+    bc_coef: float = param(
+        0.0, ge=0, help="weight of the behaviour prior in discrete acting (0: off; Method.act)"
+    )
     # continuous actions: a learned actor pi(s, g) (a unit direction) maximising the method's
     # value of (s, pi(s, g), g), plus actor_bc * BC (notes, "Policy extraction"); see actor_loss
-    actor: bool = False
-    actor_bc: float = 0.01  # the notebook's bc_coef (the paper's offline AntMaze actor: 0.2)
-
-    def validate(self):
-        if not 0 < self.gamma < 1:
-            raise ValueError(f"gamma must lie in (0, 1), got {self.gamma}")
-        if self.batch_size < 2:
-            raise ValueError("batch_size must be >= 2 (in-batch negatives)")
-        if not 0 <= self.actor_bc <= 1:
-            raise ValueError(f"actor_bc must lie in [0, 1], got {self.actor_bc}")
-        if self.bc_coef < 0:
-            raise ValueError(f"bc_coef must be >= 0, got {self.bc_coef}")
-        if self.head not in ("mrn", "iqe", "mlp"):
-            raise ValueError(f"unknown head {self.head!r}; valid heads: mrn, iqe, mlp")
+    actor: bool = param(False, help="continuous actions: act with a learned actor (actor_loss)")
+    actor_bc: float = param(
+        0.01, ge=0, le=1, help="the actor's BC weight (notebook 0.01; paper's AntMaze 0.2)"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,29 +209,6 @@ class Method(nn.Module):
         """[s_b, a_k] for every row b and candidate k: (B, K, sa_dim)."""
         B, K = obs.shape[0], cand.shape[0]
         return torch.cat([obs[:, None].expand(B, K, -1), cand[None].expand(B, K, -1)], -1)
-
-    # ---- checkpoints: weights and the optimiser's state as flat tensors ----
-
-    def full_state(self) -> dict[str, torch.Tensor]:
-        """Module weights under "model.*", Adam moments/steps under "optim.<param>.<key>"."""
-        out = {f"model.{k}": v for k, v in self.state_dict().items()}
-        for i, st in self.optimizer.state_dict()["state"].items():
-            for key, value in st.items():
-                out[f"optim.{i}.{key}"] = torch.as_tensor(value)
-        return out
-
-    def load_full_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.load_state_dict(
-            {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-        )
-        opt = self.optimizer.state_dict()
-        state: dict[int, dict] = {}
-        for k, v in tensors.items():
-            if k.startswith("optim."):
-                _, i, key = k.split(".", 2)
-                state.setdefault(int(i), {})[key] = v.clone()
-        opt["state"] = state
-        self.optimizer.load_state_dict(opt)
 
 
 def sa_cat(obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
