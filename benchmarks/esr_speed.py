@@ -23,12 +23,12 @@ and the learner's update rate, in one run.
 3. ESR training updates per second, 1 thread by default: `AgentConfig(batch_size=128,
    repr_lr=1e-3)` (hidden (128, 128), repr_dim 32), `QLearner` + `ESRRepresentation` on the
    5x5 gridworld (5 boxes; 125 robot, 5 human actions) and on cramped_room (6 and 6), with a
-   replay buffer (`EpisodeDataset`) of random-robot episodes (`train.rollout` +
-   `train._add_to_buffer`: 4 x 32 gridworld episodes, 16 Overcooked ones; Overcooked as
-   `esr.experiments.AssistedOvercooked`, the env with the scripted human as `human_act`). One update is
-   `to_torch(buffer.sample(128, rng, 0.9))`, `rep.update` (contrastive step, returns the
-   reward) and `learner.q_update` on that reward, as one iteration of `train_assistant`'s
-   loop; sampling alone is timed too. For reference, AvE's proxy:
+   replay buffer (`train.ReplayBuffer`) of random-robot episodes (`train.rollout` +
+   `ReplayBuffer.add_rollout`: 4 x 32 gridworld episodes, 16 Overcooked ones; Overcooked as
+   `overcooked_human.AssistedOvercooked`, the env with the scripted human as `human_act`).
+   One update is `to_torch(buffer.sample(128, rng, 0.9))`, `rep.update` (contrastive step,
+   returns the reward) and `learner.q_update` on that reward, as one iteration of
+   `train_assistant`'s loop; sampling alone is timed too. For reference, AvE's proxy:
    `ave_reward(lambda m: VecGridWorld(m, num_boxes=5), state, rng, cfg)` calls per second
    for a state of N = 16 gridworlds (20 simulated rollouts of 5 steps each).
 
@@ -75,17 +75,13 @@ import torch  # noqa: E402
 
 from alignlab.core.io import atomic_write_json  # noqa: E402
 from alignlab.esr.agent import AgentConfig, ESRRepresentation, QLearner, ave_reward  # noqa: E402
-from alignlab.esr.experiments import AssistedOvercooked  # noqa: E402
 from alignlab.esr.gridworld import VecGridWorld  # noqa: E402
 from alignlab.esr.gridworld_env import GridWorldEnv  # noqa: E402
-from alignlab.esr.overcooked import (  # noqa: E402
-    LAYOUTS,
-    OvercookedEnv,
-    ScriptedHuman,
-    VecOvercooked,
-)
-from alignlab.esr.train import RandomRobot, _add_to_buffer, rollout  # noqa: E402
-from alignlab.rl import EpisodeDataset, to_torch  # noqa: E402
+from alignlab.esr.overcooked import LAYOUTS, VecOvercooked  # noqa: E402
+from alignlab.esr.overcooked_env import OvercookedEnv  # noqa: E402
+from alignlab.esr.overcooked_human import AssistedOvercooked, ScriptedHuman  # noqa: E402
+from alignlab.esr.train import RandomRobot, ReplayBuffer, rollout  # noqa: E402
+from alignlab.rl import to_torch  # noqa: E402
 
 OUT = pathlib.Path(__file__).resolve().parents[1] / "docs" / "img" / "esr_benchmark.json"
 GRID_NS, GRID_BOXES = (16, 64, 256), (2, 10)
@@ -315,9 +311,9 @@ def esr_update_fns(name: str, make_env, cfg: AgentConfig, num_envs: int, epochs:
     env = make_env(num_envs)
     learner = QLearner(env.obs_dim, env.robot_actions, cfg)
     rep = ESRRepresentation(env.obs_dim, env.robot_actions, env.human_actions, cfg)
-    buffer = EpisodeDataset()
+    buffer = ReplayBuffer()
     for _ in range(epochs):
-        _add_to_buffer(buffer, rollout(env, RandomRobot(), rng))
+        buffer.add_rollout(rollout(env, RandomRobot(), rng))
     sizes = {
         "env": name,
         "obs_dim": env.obs_dim,

@@ -8,18 +8,25 @@ against an explicit reference computation or a hand-worked case:
 - the Q-learner's TD loss, Polyak target, Boltzmann sampling and dual (precision) step;
 - AvE's empowerment proxy on hand-built gridworld states;
 - Bayesian goal inference and the goal-inference robot's planner;
-- determinism of `train_assistant` and the configs' validation.
+- determinism of `train_assistant`, its metric lines, its exact continuation from a
+  checkpoint (the replay buffer's saved arrays included), and the configs' validation.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
 
+from alignlab.core import config as cfglib
+from alignlab.core.checkpoint import Checkpointer, SimulatedCrash, crash_after_checkpoint
+from alignlab.core.context import RunContext
+from alignlab.core.errors import AlignlabError
+from alignlab.core.run import is_timing
 from alignlab.esr.agent import (
     AgentConfig,
     ESRRepresentation,
@@ -28,7 +35,14 @@ from alignlab.esr.agent import (
     ave_reward,
 )
 from alignlab.esr.gridworld import VecGridWorld
-from alignlab.esr.train import LoopConfig, plan_for_goal, train_assistant
+from alignlab.esr.train import (
+    LoopConfig,
+    RandomRobot,
+    ReplayBuffer,
+    plan_for_goal,
+    rollout,
+    train_assistant,
+)
 
 LEFT, DOWN, RIGHT, UP, STAY = range(5)
 
@@ -512,7 +526,7 @@ def test_plan_idles_when_the_human_is_at_its_goal_and_batches_envs():
     assert a[1] == robot((0, 1), DOWN)  # the same answer as when planned alone
 
 
-# ---- 7. determinism of training -----------------------------------------------------------
+# ---- 7. training: determinism, metric lines, checkpoints --------------------------------
 
 
 def tiny_make(n):
@@ -523,9 +537,9 @@ def tiny_agent():
     return AgentConfig(repr_dim=4, hidden=(16,), batch_size=16, ave_rollouts=3, ave_length=2)
 
 
-def tiny_loop():
-    return LoopConfig(epochs=3, num_envs=4, warmup_epochs=1, repr_updates=2, q_updates=2,
-                      dual_updates=1, log_every=1, buffer_epochs=2)  # fmt: skip
+def tiny_loop(**kw):
+    return LoopConfig(**{**dict(epochs=3, num_envs=4, warmup_epochs=1, repr_updates=2,
+                                q_updates=2, dual_updates=1, log_every=1, buffer_epochs=2), **kw})  # fmt: skip
 
 
 def weights(out):
@@ -533,6 +547,11 @@ def weights(out):
     if out["representation"] is not None:
         sd.update({f"rep.{k}": v.clone() for k, v in out["representation"].state_dict().items()})
     return sd
+
+
+def metric_lines(folder):
+    rows = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not is_timing(k)} for r in rows]
 
 
 @pytest.mark.parametrize("method", ["esr", "ave"])
@@ -554,13 +573,64 @@ def test_train_assistant_is_deterministic_per_seed(method):
     assert (a["representation"] is None) == (method == "ave")
 
 
-def test_train_assistant_logs_every_epoch():
-    lines = []
-    train_assistant("esr", tiny_make, tiny_agent(), tiny_loop(), seed=0,
-                    log=lambda epoch, **m: lines.append((epoch, m)))  # fmt: skip
-    assert [e for e, _ in lines] == [1, 2, 3]
-    for _, m in lines:
+def test_train_assistant_logs_every_epoch(tmp_path):
+    ctx = RunContext.standalone(tmp_path, "esr", None, quiet=True)
+    train_assistant("esr", tiny_make, tiny_agent(), tiny_loop(), seed=0, ctx=ctx)
+    lines = metric_lines(tmp_path)
+    assert [r["step"] for r in lines] == [1, 2, 3]
+    for m in lines:
         assert {"train_return", "repr_loss", "mutual_info", "q_loss", "precision"} <= m.keys()
+
+
+@pytest.mark.parametrize("method", ["esr", "ave"])
+def test_a_killed_training_continues_from_its_checkpoint_exactly(tmp_path, method):
+    """Killed right after its first checkpoint (epoch 2 of 5), a training restarted on the same
+    folder loads it and ends with the weights, precision, curves and metric lines of an
+    uninterrupted one: the networks, optimisers, replay buffer, generator and logging windows
+    all come back (log_every 3 leaves a window half-filled at the checkpoint)."""
+    loop = tiny_loop(epochs=5, log_every=3, checkpoint_every=2)
+
+    epochs = []
+
+    def train(folder, resume=False):
+        ctx = RunContext.standalone(tmp_path / folder, "esr", None, resume=resume, quiet=True)
+        ctx.advance = epochs.append  # a unit's progress: called once per epoch trained
+        return train_assistant(method, tiny_make, tiny_agent(), loop, seed=(0, 7), ctx=ctx)
+
+    whole = train("whole")
+    with crash_after_checkpoint(1), pytest.raises(SimulatedCrash):
+        train("killed")
+    assert Checkpointer(tmp_path / "killed").last_step() == 2
+    epochs.clear()
+    resumed = train("killed", resume=True)
+    assert len(epochs) == 3  # epochs 3 to 5 only
+    assert resumed["curve"] == whole["curve"] and resumed["mi_curve"] == whole["mi_curve"]
+    wa, wb = weights(whole), weights(resumed)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert metric_lines(tmp_path / "killed") == metric_lines(tmp_path / "whole")
+    assert [r["step"] for r in metric_lines(tmp_path / "whole")] == [3, 5]
+
+
+def test_replay_buffer_arrays_restore_it_exactly():
+    env, rng = tiny_make(3), np.random.default_rng(0)
+    buffer = ReplayBuffer(capacity=3 * 9 * 2)  # two rollouts of 3 episodes of 9 states
+    for _ in range(3):  # the first rollout is dropped
+        buffer.add_rollout(rollout(env, RandomRobot(), rng))
+    copy_ = ReplayBuffer(capacity=buffer.capacity)
+    copy_.load_state_arrays({k: torch.as_tensor(v) for k, v in buffer.state_arrays().items()})
+    assert list(np.unique(copy_.episode_id)) == [3, 4, 5, 6, 7, 8]
+    ep = rollout(env, RandomRobot(), rng)
+    buffer.add_rollout(ep)
+    copy_.add_rollout(ep)
+    a, b = (
+        buffer.sample(8, np.random.default_rng(1), 0.9),
+        copy_.sample(8, np.random.default_rng(1), 0.9),
+    )
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert all(
+        np.array_equal(x, y) for x, y in zip(buffer.state_arrays().values(), copy_.state_arrays().values())
+    )
+    assert ReplayBuffer().state_arrays() == {}
 
 
 @pytest.mark.parametrize("method", ["random", "goal_inference", "ESR", ""])
@@ -580,23 +650,27 @@ def test_train_assistant_rejects_other_methods(method):
         ("tau", 0.0),
         ("tau", 1.5),
         ("contrastive", "infonce"),
+        ("logit_scale", "log"),
+        ("hidden", ()),
+        ("hidden", (8, 0)),
         ("repr_dim", 0),
         ("batch_size", 0),
+        ("repr_lr", 0.0),
+        ("target_entropy", -0.1),
+        ("precision_init", 200.0),
         ("ave_rollouts", 0),
         ("ave_length", 0),
     ],
 )
 def test_agent_config_rejects_bad_values(field, value):
-    AgentConfig().validate()
-    with pytest.raises(ValueError, match=field):
-        AgentConfig(**{field: value}).validate()
+    cfglib.validate(AgentConfig())
+    with pytest.raises(AlignlabError, match=rf"^Invalid config: {field} must be"):
+        cfglib.validate(AgentConfig(**{field: value}))
 
 
-def test_agent_config_rejects_bad_logit_scale():
-    with pytest.raises(ValueError, match="logit_scale"):
-        AgentConfig(logit_scale="log").validate()
-    with pytest.raises(ValueError, match="hidden"):
-        AgentConfig(hidden=()).validate()
+def test_a_bad_agent_config_stops_training_before_it_starts():
+    with pytest.raises(AlignlabError, match=r"^Invalid config: gamma must be"):
+        train_assistant("esr", tiny_make, AgentConfig(gamma=1.0), tiny_loop(), seed=0)
 
 
 def test_bad_logit_scale_fails_when_the_representation_is_built():
@@ -612,6 +686,7 @@ def test_bad_logit_scale_fails_when_the_representation_is_built():
         ("buffer_epochs", 0),
         ("eval_episodes", 0),
         ("log_every", 0),
+        ("checkpoint_every", 0),
         ("warmup_epochs", -1),
         ("repr_updates", -1),
         ("q_updates", -1),
@@ -619,10 +694,18 @@ def test_bad_logit_scale_fails_when_the_representation_is_built():
     ],
 )
 def test_loop_config_rejects_bad_values(field, value):
-    LoopConfig().validate()
-    LoopConfig(warmup_epochs=0, repr_updates=0, q_updates=0, dual_updates=0).validate()
-    with pytest.raises(ValueError, match=field):
-        LoopConfig(**{field: value}).validate()
+    cfglib.validate(LoopConfig())
+    cfglib.validate(LoopConfig(warmup_epochs=0, repr_updates=0, q_updates=0, dual_updates=0))
+    with pytest.raises(AlignlabError, match=rf"^Invalid config: {field} must be"):
+        cfglib.validate(LoopConfig(**{field: value}))
+
+
+def test_loop_config_needs_epochs_after_the_warmup():
+    cfglib.validate(LoopConfig(epochs=11, warmup_epochs=10))
+    with pytest.raises(
+        AlignlabError, match=r"^Invalid config: warmup_epochs must be < epochs \(10\)"
+    ):
+        cfglib.validate(LoopConfig(epochs=10, warmup_epochs=10))
 
 
 def test_a_target_entropy_at_or_above_uniform_is_refused():

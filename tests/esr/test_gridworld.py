@@ -11,16 +11,8 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
+from alignlab.esr.gridworld import VecGridWorld
 from alignlab.esr.gridworld_env import GridWorldEnv, ansi, frame, strip
-
-try:
-    from alignlab.esr.gridworld import VecGridWorld
-except ImportError:  # written in parallel; present by merge time
-    VecGridWorld = None
-
-NEEDS_VEC = pytest.mark.skipif(
-    VecGridWorld is None, reason="alignlab.esr.gridworld (VecGridWorld) is not importable yet"
-)
 
 LEFT, DOWN, RIGHT, UP, STAY = range(5)
 
@@ -120,7 +112,7 @@ class Vec:
         return int(self.env.greedy_human_action()[0])
 
 
-IMPLS = ["single", pytest.param("vec", marks=NEEDS_VEC)]
+IMPLS = ["single", "vec"]
 
 
 @pytest.fixture(params=IMPLS)
@@ -323,7 +315,6 @@ def test_single_env_human_is_eps_greedy(noise):
     np.testing.assert_allclose(env.human_action_probs(), expected)
 
 
-@NEEDS_VEC
 @pytest.mark.parametrize("noise", [0.2, 0.6])
 def test_vec_human_act_is_eps_greedy(noise):
     env = VecGridWorld(500, noise=noise, start="random")
@@ -399,7 +390,6 @@ def test_single_reset(size, k, start):
     np.testing.assert_array_equal(obs0, obs1)
 
 
-@NEEDS_VEC
 @pytest.mark.parametrize("size, k, start", RESET_CONFIGS)
 def test_vec_reset(size, k, start):
     env = VecGridWorld(200, size=size, num_boxes=k, start=start)
@@ -465,7 +455,6 @@ def _robot_actions(rng, vec_boxes, size):
     return actions.astype(np.int64)
 
 
-@NEEDS_VEC
 @pytest.mark.parametrize("size, k, start, direction", EQUIV_CONFIGS)
 def test_vec_matches_single(size, k, start, direction):
     n_env, steps = 8, 60
@@ -525,7 +514,6 @@ def test_vec_matches_single(size, k, start, direction):
     assert returns.sum() > 0 or ever_dead.any()
 
 
-@NEEDS_VEC
 def test_vec_set_state_from_singles_any_batch():
     """A state copied from one single env into a vectorised batch of any size, and back."""
     single = GridWorldEnv(num_boxes=5)
@@ -648,7 +636,6 @@ def test_single_config_edges_are_valid():
         GridWorldEnv(render_mode="human")
 
 
-@NEEDS_VEC
 @pytest.mark.parametrize("kw, word", CONFIG_ERRORS)
 def test_vec_config_errors(kw, word):
     with pytest.raises(ValueError, match=word):

@@ -22,12 +22,11 @@ from alignlab.esr.overcooked import (
     SOUP,
     STAY,
     UP,
-    OvercookedEnv,
-    OvercookedParallelEnv,
-    ScriptedHuman,
     VecOvercooked,
     get_layout,
 )
+from alignlab.esr.overcooked_env import OvercookedEnv, OvercookedParallelEnv
+from alignlab.esr.overcooked_human import ScriptedHuman
 
 # --------------------------------------------------------------------------- helpers
 

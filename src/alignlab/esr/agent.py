@@ -48,8 +48,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from alignlab.core.config import param
 from alignlab.nn import contrastive_accuracy, mlp, symmetric_infonce
-from alignlab.nn.contrastive import logit_divisor
+from alignlab.nn.contrastive import LOGIT_SCALES, logit_divisor
 from alignlab.rl import polyak_update
 
 METHODS = ("esr", "ave", "random", "goal_inference")
@@ -70,50 +71,40 @@ def adam(params, lr: float) -> torch.optim.Adam:
 class AgentConfig:
     """Hyperparameters of the assistant (ESR notes, "Gridworld defaults" / "Scaled-down")."""
 
-    repr_dim: int = 32
-    hidden: tuple[int, ...] = (128, 128)
-    repr_lr: float = 1e-4
-    policy_lr: float = 1e-3
-    gamma: float = 0.9  # the future-state discount and the critic's, shared as in the code
-    tau: float = 0.005
-    batch_size: int = 256
-    target_entropy: float = 0.6  # nats
-    dual_lr: float = 0.1
-    precision_init: float = 1.0
-    # "tiled": one symmetric InfoNCE over the 2B x 2B tiled batch, as the paper's code;
-    # "masked": the same without each anchor's duplicate column (its other half) among its
-    # negatives; "separate": one symmetric InfoNCE each for the joint and the marginal rows
-    # (B x B), the variant left commented out in the paper's code
-    contrastive: str = "tiled"
-    # logits = <phi, psi> / c: c = repr_dim as in the paper's code ("dim"), or sqrt(repr_dim)
-    logit_scale: str = "dim"
-    # AvE's empowerment proxy
-    ave_rollouts: int = 20
-    ave_length: int = 5
-    ave_quirk: bool = False
-
-    def validate(self) -> None:
-        if not 0.0 < self.gamma < 1.0:
-            raise ValueError(f"gamma must lie in (0, 1), got {self.gamma}")
-        if not 0.0 < self.tau <= 1.0:
-            raise ValueError(f"tau must lie in (0, 1], got {self.tau}")
-        if self.contrastive not in CONTRASTIVE:
-            raise ValueError(
-                f"unknown contrastive loss {self.contrastive!r}; valid: {', '.join(CONTRASTIVE)}"
-            )
-        logit_divisor(self.repr_dim, self.logit_scale)  # raises for an unknown scale
-        if not self.hidden or min(self.hidden) < 1:
-            raise ValueError(f"hidden needs at least one positive width, got {self.hidden}")
-        for name in ("repr_lr", "policy_lr", "dual_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.target_entropy < 0:
-            raise ValueError(f"target_entropy must be >= 0 nats, got {self.target_entropy}")
-        if not 1e-3 <= self.precision_init <= 100:
-            raise ValueError(f"precision_init must lie in [1e-3, 100], got {self.precision_init}")
-        for name in ("repr_dim", "batch_size", "ave_rollouts", "ave_length"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    repr_dim: int = param(32, ge=1, help="width of the representations phi and psi")
+    hidden: tuple[int, ...] = param(
+        (128, 128), ge=1, nonempty=True, help="hidden widths of every network"
+    )
+    repr_lr: float = param(1e-4, gt=0, help="Adam learning rate of the representation")
+    policy_lr: float = param(1e-3, gt=0, help="Adam learning rate of the critic")
+    gamma: float = param(
+        0.9, gt=0, lt=1, help="the future-state discount and the critic's, shared as in the code"
+    )
+    tau: float = param(0.005, gt=0, le=1, help="Polyak rate of the critic's target")
+    batch_size: int = param(256, ge=1, help="transitions per update")
+    target_entropy: float = param(0.6, ge=0, help="the Boltzmann policy's target entropy (nats)")
+    dual_lr: float = param(0.1, gt=0, help="SGD rate of the policy's precision (dual step)")
+    precision_init: float = param(
+        1.0, ge=1e-3, le=100, help="initial precision beta of softmax(beta Q)"
+    )
+    contrastive: str = param(
+        "tiled",
+        choices=CONTRASTIVE,
+        help="tiled: one InfoNCE over the 2B x 2B tiled batch (the paper's code); masked: "
+        "without each anchor's duplicate column; separate: one B x B loss each for the joint "
+        "and marginal rows",
+    )
+    logit_scale: str = param(
+        "dim",
+        choices=LOGIT_SCALES,
+        help="logits = <phi, psi> / c with c = repr_dim (dim, the paper's code), sqrt(repr_dim) "
+        "(sqrt) or 1 (none)",
+    )
+    ave_rollouts: int = param(20, ge=1, help="AvE: simulated continuations per state")
+    ave_length: int = param(5, ge=1, help="AvE: random human steps per continuation")
+    ave_quirk: bool = param(
+        False, help="AvE: draw human actions over the robot's actions clamped to stay, as the code"
+    )
 
 
 def one_hot(index: torch.Tensor, n: int) -> torch.Tensor:

@@ -1,16 +1,18 @@
-"""A compact, vectorised Overcooked (JaxMARL "overcooked" v1 rules) and a scripted noisy human.
+"""A compact, vectorised Overcooked (JaxMARL "overcooked" v1 rules).
 
 ESR evaluates on JaxMARL's Overcooked (Myers et al. 2024, Sec. 5.2; notes in
-shared/papers/esr.md, "Overcooked"). This module re-implements the parts of that environment the
-experiments need, in numpy, with no JaxMARL / overcooked-ai / pettingzoo dependency:
+shared/papers/esr.md, "Overcooked"). Three modules re-implement the parts of that environment
+the experiments need, in numpy, with no JaxMARL / overcooked-ai / pettingzoo dependency:
 
-- `VecOvercooked`: N environments stepped in lockstep (the training code's interface).
-- `ScriptedHuman`: a vectorised greedy subtask policy with epsilon noise, standing in for the
-  paper's behaviour-cloned human (see "How the human differs from the paper's").
-- `OvercookedEnv`: a single-environment gymnasium env written independently in plain Python,
-  the reference the vectorised dynamics are tested against. The robot is the learner; the
-  human acts inside with the scripted policy.
-- `OvercookedParallelEnv`: a PettingZoo-style parallel API over `OvercookedEnv`.
+- here: the layouts, the rules and `VecOvercooked`, N environments stepped in lockstep (the
+  training code's interface);
+- `overcooked_human`: `ScriptedHuman`, a vectorised greedy subtask policy with epsilon noise
+  standing in for the paper's behaviour-cloned human, and `AssistedOvercooked`, the env whose
+  human is that policy;
+- `overcooked_env`: `OvercookedEnv`, a single-environment gymnasium env written independently
+  in plain Python, the reference the vectorised dynamics are tested against (the robot is the
+  learner; the human acts inside with the scripted policy), and `OvercookedParallelEnv`, a
+  PettingZoo-style parallel API over it.
 
 Layouts
 -------
@@ -59,7 +61,7 @@ Rules (JaxMARL v1 ``Overcooked.step_agents``)
 - The reward is the team's (both agents get it); ``delivered`` (N, 2) counts deliveries per
   agent, so the human's own reward is ``delivered[:, 1] * delivery_reward``. No reward shaping.
   The horizon (400) only marks truncation; `VecOvercooked.step` keeps stepping past it (for
-  simulated rollouts from late states), `OvercookedEnv` reports ``truncated`` at it.
+  simulated rollouts from late states), `overcooked_env.OvercookedEnv` reports ``truncated`` at it.
 
 Observation (`VecOvercooked.observe`, `OvercookedEnv`), float32 in [0, 1], F floor cells, P
 pots, C counters (each in row-major order)::
@@ -77,41 +79,6 @@ state except JaxMARL's "urgency" layer (the last 40 steps); neither holds the ti
 ``observe(agent=1)`` swaps the two agent blocks (the human's own view, used by the parallel
 API). ``empowerment_features`` is the human's block, [F+8, 2F+16): its cell, facing and held
 item (what AvE takes the variance of).
-
-How the human differs from the paper's
---------------------------------------
-The paper's human (``networks/human.py``) is a behaviour-cloned human_aware_rl network
-(conv + MLP over JaxMARL's 26-channel grid observation) loaded from ``humans/{layout}-{seed}``
-checkpoints; neither the checkpoints nor the human data are public. Ours is a scripted greedy
-subtask policy with epsilon noise; there is no learning and no human data:
-
-- holding soup -> nearest serving tile, interact;
-- holding a dish -> the pot with 3 onions that can be emptied soonest (max(distance, timer),
-  then distance), face it, interact when ready, wait otherwise; if no pot holds 3 onions the
-  dish goes on the nearest free counter (so a human left with a useless dish cannot stall);
-- holding an onion -> nearest pot with < 3 onions, interact; if none, the onion goes on the
-  nearest free counter (or the human waits if no free counter is reachable);
-- empty hands -> a soup lying on a counter first (our addition: only the robot can put one
-  there); else, if some pot holds 3 onions and the robot holds no dish, a dish (dish pile or a
-  counter holding one); else, if some pot has < 3 onions, an onion (pile or counter); else wait.
-- Navigation: precomputed BFS tables on the static floor grid (shortest moves to a floor cell
-  next to the target tile, then a move toward the tile, which only turns, then interact). The
-  tables also exist with each floor cell removed, and the human routes around the robot's
-  current cell when another path exists (else it walks the blocked shortest path and waits).
-  Ties go to the lowest action / cell index. All decisions are table lookups over the batch.
-- With probability epsilon (default 0.1) a uniformly random action instead.
-
-Consequences: the scripted human is competent, deterministic given its state (up to the
-epsilon noise), never adapts to the robot and has none of a BC policy's systematic errors
-(human_aware_rl's data were recorded under older overcooked-ai dynamics, and BC humans are
-known to misbehave when the dynamics differ; human_aware_rl issue #22). Alone it delivers
-about 7-10 soups per 400 steps (the tests check >= 1 on every layout), so the robot's room to
-help is smaller than with the paper's human, and absolute returns, the gap to a random robot
-and the size of the AvE / ESR effects are not comparable with the paper's table. Because it
-routes around the robot's current cell, a robot can block it less easily than a BC policy
-that has learnt nothing about detours. Its action is a deterministic function of the state
-the robot observes, so given the state the human's action carries information (what ESR's
-empowerment term measures) only through the epsilon noise.
 """
 
 from __future__ import annotations
@@ -119,7 +86,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
 LAYOUTS = ("cramped_room", "coord_ring", "asymm_advantages")
@@ -168,10 +134,7 @@ NUM_ACTIONS = 6
 ACTION_NAMES = ("right", "down", "left", "up", "stay", "interact")
 #: (d_row, d_col) of the four directions / move actions
 DIRS = ((0, 1), (1, 0), (0, -1), (-1, 0))
-_VALID_ACTIONS = "0 right, 1 down, 2 left, 3 up, 4 stay, 5 interact"
-
-_INF = 1 << 20  # unreachable
-_DETOUR = 1 << 10  # added to a path that has to wait for the robot to move
+VALID_ACTIONS = "0 right, 1 down, 2 left, 3 up, 4 stay, 5 interact"
 
 
 @dataclass(frozen=True)
@@ -200,14 +163,14 @@ class Layout:
         return self.height * self.width
 
 
-def _check_layout_name(name: str) -> None:
+def check_layout_name(name: str) -> None:
     if name not in _LAYOUT_GRIDS:
         raise ValueError(f"unknown layout {name!r}; valid layouts: {', '.join(LAYOUTS)}")
 
 
 def get_layout(name: str) -> Layout:
     """Parse one of `LAYOUTS`; an unknown name raises ValueError naming the valid ones."""
-    _check_layout_name(name)
+    check_layout_name(name)
     grid = _LAYOUT_GRIDS[name]
     h, w = len(grid), len(grid[0])
     if any(len(row) != w for row in grid):
@@ -261,7 +224,7 @@ def obs_dim_of(layout: Layout) -> int:
     return 2 * (f + 8) + 4 * len(layout.pot_cells) + 3 * len(layout.counter_cells)
 
 
-def _check_config(horizon: int, cook_time: int) -> None:
+def check_config(horizon: int, cook_time: int) -> None:
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
     if cook_time < 1:
@@ -273,17 +236,17 @@ def _check_actions(actions: Any, num_envs: int, who: str) -> np.ndarray:
     if a.shape != (num_envs,) or not np.issubdtype(a.dtype, np.integer):
         raise ValueError(
             f"{who} actions must be an integer array of shape ({num_envs},), got {a.dtype} "
-            f"{a.shape}; valid actions: {_VALID_ACTIONS}"
+            f"{a.shape}; valid actions: {VALID_ACTIONS}"
         )
     if a.size and (a.min() < 0 or a.max() >= NUM_ACTIONS):
         raise ValueError(
             f"{who} actions must lie in [0, {NUM_ACTIONS}), got {a.min()}..{a.max()}; "
-            f"valid actions: {_VALID_ACTIONS}"
+            f"valid actions: {VALID_ACTIONS}"
         )
     return a.astype(np.int64)
 
 
-_STATE_KEYS = (
+STATE_KEYS = (
     "agent_pos",
     "agent_dir",
     "agent_inv",
@@ -294,14 +257,14 @@ _STATE_KEYS = (
 )
 
 
-def _validate_state(layout: Layout, cook_time: int, state: dict[str, Any]) -> dict[str, Any]:
+def validate_state(layout: Layout, cook_time: int, state: dict[str, Any]) -> dict[str, Any]:
     """Check a state dict (module format) and return int64 copies plus the int "t"."""
-    missing = [k for k in (*_STATE_KEYS, "t") if k not in state]
+    missing = [k for k in (*STATE_KEYS, "t") if k not in state]
     if missing:
         raise ValueError(
-            f"state is missing {missing}; a state has keys {', '.join((*_STATE_KEYS, 't'))}"
+            f"state is missing {missing}; a state has keys {', '.join((*STATE_KEYS, 't'))}"
         )
-    out = {k: np.array(state[k], dtype=np.int64) for k in _STATE_KEYS}
+    out = {k: np.array(state[k], dtype=np.int64) for k in STATE_KEYS}
     m = len(out["agent_pos"]) if out["agent_pos"].ndim else 0
     p, c = len(layout.pot_cells), len(layout.counter_cells)
     shapes = {
@@ -344,6 +307,36 @@ def _validate_state(layout: Layout, cook_time: int, state: dict[str, Any]) -> di
     return out
 
 
+def render_text(layout: Layout, cook_time: int, s: dict[str, Any], t: int) -> str:
+    """Grid: static chars; counters show o/d/s for onion/dish/soup; pots show the onion count,
+    ``c`` while cooking, ``!`` when ready; agents ``R`` (robot) and ``H`` (human)."""
+    w = layout.width
+    chars = [list(row.replace("1", " ").replace("2", " ")) for row in layout.grid]
+
+    def put(cell: int, ch: str) -> None:
+        chars[cell // w][cell % w] = ch
+
+    for c, cell in enumerate(layout.counter_cells):
+        it = int(s["counter_items"][c])
+        if it:
+            put(int(cell), "ods"[it - 1])
+    for p, cell in enumerate(layout.pot_cells):
+        on, tm = int(s["pot_onions"][p]), int(s["pot_timer"][p])
+        put(int(cell), ("c" if tm > 0 else "!") if on == 3 else str(on))
+    for i, name in enumerate("RH"):
+        put(int(s["agent_pos"][i]), name)
+    lines = ["".join(row) for row in chars]
+    lines.append(f"t={t}")
+    arrows = ">v<^"
+    for i, who in enumerate(("robot", "human")):
+        cell = int(s["agent_pos"][i])
+        lines.append(
+            f"{who}: ({cell // w},{cell % w}) facing {arrows[int(s['agent_dir'][i])]} "
+            f"holding {ITEM_NAMES[int(s['agent_inv'][i])]}; delivered {int(s['delivered'][i])}"
+        )
+    return "\n".join(lines) + "\n"
+
+
 class VecOvercooked:
     """N Overcooked environments stepped in lockstep (rules in the module docstring).
 
@@ -365,7 +358,7 @@ class VecOvercooked:
         delivery_reward: float = 20.0,
     ):
         self.layout = get_layout(layout)
-        _check_config(horizon, cook_time)
+        check_config(horizon, cook_time)
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.layout_name = layout
@@ -393,7 +386,7 @@ class VecOvercooked:
 
     def get_state(self) -> dict[str, np.ndarray]:
         """Copies of the state arrays (leading dim N) and ``t`` as a 0-d array."""
-        state = {k: getattr(self, k).copy() for k in _STATE_KEYS}
+        state = {k: getattr(self, k).copy() for k in STATE_KEYS}
         state["t"] = np.array(self.t)
         return state
 
@@ -401,8 +394,8 @@ class VecOvercooked:
         """Load a state of any batch size M (sets ``num_envs = M``), e.g. one whose arrays were
         ``np.repeat``-ed for simulated rollouts. ``t`` may be a scalar or an array of equal
         values. Invalid states raise ValueError."""
-        s = _validate_state(self.layout, self.cook_time, state)
-        for k in _STATE_KEYS:
+        s = validate_state(self.layout, self.cook_time, state)
+        for k in STATE_KEYS:
             setattr(self, k, s[k])
         self.num_envs = len(s["agent_pos"])
         self.t = s["t"]
@@ -521,513 +514,4 @@ class VecOvercooked:
         """Text picture of environment ``env`` (same format as `OvercookedEnv.render`)."""
         s = self.get_state()
         one = {k: v[env] for k, v in s.items() if k != "t"}
-        return _render_text(self.layout, self.cook_time, one, self.t)
-
-
-# ---------------------------------------------------------------------------- the human
-
-
-def _bfs_tables(layout: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Navigation tables of the scripted human, indexed [blocked, floor cell, target tile]:
-
-    - dist: moves to a floor cell next to the target tile, avoiding the blocked floor cell
-      (index F = nothing blocked); when only the blocked cell's path exists, the unblocked
-      distance + _DETOUR; _INF if unreachable.
-    - move: the first move action along such a path (-1 where dist is 0 or _INF).
-    - face (F, H*W): the direction from a floor cell to an adjacent target tile, or -1.
-    """
-    fl, nb, tile = layout.floor_cells, layout.neighbor, layout.tile
-    nf, nc = len(fl), layout.num_cells
-    fid = layout.floor_id
-    face = np.full((nf, nc), -1, dtype=np.int64)
-    for s in range(nf):
-        for d in range(3, -1, -1):  # lowest direction wins
-            face[s, nb[fl[s], d]] = d
-        face[s, fl[s]] = -1
-    face[:, tile == FLOOR] = -1
-
-    raw_dist = np.full((nf + 1, nf, nc), _INF, dtype=np.int64)
-    raw_move = np.full((nf + 1, nf, nc), -1, dtype=np.int64)
-    for j in np.flatnonzero(tile != FLOOR):
-        sources = np.flatnonzero(face[:, j] >= 0)
-        for b in range(nf + 1):
-            dist = np.full(nf, _INF, dtype=np.int64)
-            frontier = [s for s in sources if s != b]
-            for s in frontier:
-                dist[s] = 0
-            while frontier:
-                nxt = []
-                for s in frontier:
-                    for d in range(4):
-                        c = nb[fl[s], d]
-                        u = fid[c]
-                        if u >= 0 and u != b and dist[u] == _INF:
-                            dist[u] = dist[s] + 1
-                            nxt.append(u)
-                frontier = nxt
-            raw_dist[b, :, j] = dist
-            for s in range(nf):
-                if 0 < dist[s] < _INF:
-                    for d in range(4):
-                        u = fid[nb[fl[s], d]]
-                        if u >= 0 and u != b and dist[u] == dist[s] - 1:
-                            raw_move[b, s, j] = d
-                            break
-    free = raw_dist[nf][None]
-    detour = (raw_dist >= _INF) & (free < _INF)
-    dist = np.where(detour, free + _DETOUR, raw_dist)
-    move = np.where(detour, raw_move[nf][None], raw_move)
-    return dist, move, face
-
-
-class ScriptedHuman:
-    """Vectorised greedy subtask policy for agent 1 with epsilon noise (module docstring)."""
-
-    def __init__(self, layout: str = "cramped_room", epsilon: float = 0.1):
-        if not 0.0 <= epsilon <= 1.0:
-            raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
-        self.layout = get_layout(layout)
-        self.epsilon = float(epsilon)
-        self.dist, self.move, self.face = _bfs_tables(self.layout)
-        lay = self.layout
-        self._is = {k: lay.tile == k for k in (SERVE, ONION_PILE, DISH_PILE)}
-
-    def _check_env(self, env: VecOvercooked) -> None:
-        if env.layout.name != self.layout.name:
-            raise ValueError(
-                f"ScriptedHuman for layout {self.layout.name!r} used on {env.layout.name!r}"
-            )
-
-    def greedy(self, env: VecOvercooked) -> np.ndarray:
-        """(N,) the greedy action of the human in every env."""
-        self._check_env(env)
-        return self.greedy_state({k: getattr(env, k) for k in _STATE_KEYS})
-
-    def act(self, env: VecOvercooked, rng: np.random.Generator) -> np.ndarray:
-        """(N,) greedy actions, each replaced by a uniform one with probability epsilon."""
-        return self._noisy(self.greedy(env), rng)
-
-    def act_state(self, state: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
-        """`act` on a state dict (the format of `VecOvercooked.get_state`)."""
-        return self._noisy(self.greedy_state(state), rng)
-
-    def _noisy(self, greedy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        n = len(greedy)
-        explore = rng.random(n) < self.epsilon
-        return np.where(explore, rng.integers(0, NUM_ACTIONS, n), greedy)
-
-    def greedy_state(self, state: dict[str, Any]) -> np.ndarray:
-        """(N,) greedy actions from a state dict (arrays with leading dim N; "t" unused)."""
-        lay = self.layout
-        pos = np.asarray(state["agent_pos"], dtype=np.int64)
-        hdir = np.asarray(state["agent_dir"], dtype=np.int64)[:, 1]
-        inv_all = np.asarray(state["agent_inv"], dtype=np.int64)
-        onions = np.asarray(state["pot_onions"], dtype=np.int64)
-        timer = np.asarray(state["pot_timer"], dtype=np.int64)
-        items = np.asarray(state["counter_items"], dtype=np.int64)
-        n = len(pos)
-        rows = np.arange(n)
-        inv, robot_inv = inv_all[:, 1], inv_all[:, 0]
-        s = lay.floor_id[pos[:, 1]]
-        b = lay.floor_id[pos[:, 0]]
-        dist = self.dist[b, s]  # (N, cells)
-
-        def cell_mask(cells: np.ndarray, sel: np.ndarray) -> np.ndarray:
-            mask = np.zeros((n, lay.num_cells), dtype=bool)
-            mask[:, cells] = sel
-            return mask
-
-        def static(kind: int) -> np.ndarray:
-            return np.broadcast_to(self._is[kind], (n, lay.num_cells))
-
-        full = onions == 3
-        pot_full = cell_mask(lay.pot_cells, full)
-        pot_fill = cell_mask(lay.pot_cells, ~full)
-        pot_timer = np.zeros((n, lay.num_cells), dtype=np.int64)
-        pot_timer[:, lay.pot_cells] = timer
-        free_counter = cell_mask(lay.counter_cells, items == NONE)
-        dish_src = static(DISH_PILE) | cell_mask(lay.counter_cells, items == DISH)
-        onion_src = static(ONION_PILE) | cell_mask(lay.counter_cells, items == ONION)
-        soup_src = cell_mask(lay.counter_cells, items == SOUP)
-        any_full, any_fill = full.any(axis=1), (~full).any(axis=1)
-
-        def best(mask: np.ndarray, score: np.ndarray | None = None):
-            sc = np.where(mask & (dist < _INF), dist if score is None else score, np.inf)
-            j = sc.argmin(axis=1)
-            return j, np.isfinite(sc[rows, j])
-
-        # the candidate stages, first reachable one wins, per held item
-        # a dish goes to the pot it can empty soonest: max(moves, timer), then fewer moves
-        dish_score = np.maximum(dist, pot_timer) + dist * 1e-4
-        stages = [
-            (inv == SOUP, *best(static(SERVE))),
-            (inv == DISH, *best(pot_full, dish_score)),
-            (inv == DISH, *best(free_counter)),
-            (inv == ONION, *best(pot_fill)),
-            (inv == ONION, *best(free_counter)),
-            (inv == NONE, *best(soup_src)),
-            ((inv == NONE) & any_full & (robot_inv != DISH), *best(dish_src)),
-            ((inv == NONE) & any_fill, *best(onion_src)),
-        ]
-        target = np.zeros(n, dtype=np.int64)
-        chosen = np.zeros(n, dtype=bool)
-        for cond, j, ok in stages:
-            take = cond & ok & ~chosen
-            target[take] = j[take]
-            chosen |= take
-
-        d = dist[rows, target]
-        mv = self.move[b, s, target]
-        fd = self.face[s, target]
-        # a dish waits at a pot that is still cooking
-        wait = (inv == DISH) & (lay.tile[target] == POT) & (pot_timer[rows, target] > 0)
-        action = np.where(d > 0, mv, np.where(hdir != fd, fd, np.where(wait, STAY, INTERACT)))
-        return np.where(chosen & (d < _INF), action, STAY).astype(np.int64)
-
-
-# ------------------------------------------------------------------ single-env reference
-
-
-def _render_text(layout: Layout, cook_time: int, s: dict[str, Any], t: int) -> str:
-    """Grid: static chars; counters show o/d/s for onion/dish/soup; pots show the onion count,
-    ``c`` while cooking, ``!`` when ready; agents ``R`` (robot) and ``H`` (human)."""
-    w = layout.width
-    chars = [list(row.replace("1", " ").replace("2", " ")) for row in layout.grid]
-
-    def put(cell: int, ch: str) -> None:
-        chars[cell // w][cell % w] = ch
-
-    for c, cell in enumerate(layout.counter_cells):
-        it = int(s["counter_items"][c])
-        if it:
-            put(int(cell), "ods"[it - 1])
-    for p, cell in enumerate(layout.pot_cells):
-        on, tm = int(s["pot_onions"][p]), int(s["pot_timer"][p])
-        put(int(cell), ("c" if tm > 0 else "!") if on == 3 else str(on))
-    for i, name in enumerate("RH"):
-        put(int(s["agent_pos"][i]), name)
-    lines = ["".join(row) for row in chars]
-    lines.append(f"t={t}")
-    arrows = ">v<^"
-    for i, who in enumerate(("robot", "human")):
-        cell = int(s["agent_pos"][i])
-        lines.append(
-            f"{who}: ({cell // w},{cell % w}) facing {arrows[int(s['agent_dir'][i])]} "
-            f"holding {ITEM_NAMES[int(s['agent_inv'][i])]}; delivered {int(s['delivered'][i])}"
-        )
-    return "\n".join(lines) + "\n"
-
-
-class OvercookedEnv(gym.Env):
-    """One Overcooked environment, written straightforwardly in plain Python; the robot
-    (agent 0) is the learner and the human (agent 1) acts inside with `ScriptedHuman`.
-
-    `step(action)` draws the human's action (``info["human_action"]``) from the env's
-    ``np_random``; `joint_step(robot, human)` takes both. ``terminated`` is always False,
-    ``truncated`` is True from step ``horizon`` on. ``get_state`` / ``set_state`` use the dict
-    format of `VecOvercooked` with N = 1.
-    """
-
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
-
-    def __init__(
-        self,
-        layout: str = "cramped_room",
-        horizon: int = 400,
-        cook_time: int = 20,
-        delivery_reward: float = 20.0,
-        human_epsilon: float = 0.1,
-        render_mode: str | None = None,
-    ):
-        _check_layout_name(layout)
-        _check_config(horizon, cook_time)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"unknown render_mode {render_mode!r}; valid: 'ansi' or None")
-        self.layout = get_layout(layout)
-        self.layout_name = layout
-        self.horizon, self.cook_time = int(horizon), int(cook_time)
-        self.delivery_reward = float(delivery_reward)
-        self.render_mode = render_mode
-        self.human = ScriptedHuman(layout, human_epsilon)
-        self.obs_dim = obs_dim_of(self.layout)
-        self.action_space = gym.spaces.Discrete(NUM_ACTIONS)
-        self.observation_space = gym.spaces.Box(0.0, 1.0, (self.obs_dim,), dtype=np.float32)
-        self._grid = [list(row) for row in self.layout.grid]
-        self._h, self._w = self.layout.height, self.layout.width
-        # row-major orderings used by the observation / state format
-        self._floor = [
-            (r, c) for r in range(self._h) for c in range(self._w) if self._is_floor(r, c)
-        ]
-        self._pots = self._cells_of("P")
-        self._counters = self._cells_of("X")
-        self._reset_state()
-
-    def _cells_of(self, ch: str) -> list[tuple[int, int]]:
-        return [(r, c) for r in range(self._h) for c in range(self._w) if self._grid[r][c] == ch]
-
-    def _is_floor(self, r: int, c: int) -> bool:
-        return 0 <= r < self._h and 0 <= c < self._w and self._grid[r][c] in " 12"
-
-    def _reset_state(self) -> None:
-        start = {}
-        for r in range(self._h):
-            for c in range(self._w):
-                if self._grid[r][c] in "12":
-                    start[self._grid[r][c]] = (r, c)
-        self.pos = [start["1"], start["2"]]
-        self.dir = [UP, UP]
-        self.inv = [NONE, NONE]
-        self.pot = {cell: [0, 0] for cell in self._pots}  # [onions, timer]
-        self.counter = {cell: NONE for cell in self._counters}
-        self.delivered = [0, 0]
-        self.t = 0
-
-    # ---------------------------------------------------------------- gym API
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        self._reset_state()
-        return self._observe(0), self._info(None)
-
-    def step(self, action):
-        human_action = int(self.human.act_state(self.get_state(), self.np_random)[0])
-        return self.joint_step(action, human_action)
-
-    def joint_step(self, robot_action, human_action):
-        """One step with both actions given; the usual gymnasium 5-tuple (robot's view)."""
-        acts = [
-            _check_scalar_action(robot_action, "robot"),
-            _check_scalar_action(human_action, "human"),
-        ]
-        # movement
-        fwd = []
-        for i in (0, 1):
-            a, (r, c) = acts[i], self.pos[i]
-            if a < 4:
-                self.dir[i] = a
-                dr, dc = DIRS[a]
-                if self._is_floor(r + dr, c + dc):
-                    fwd.append((r + dr, c + dc))
-                    continue
-            fwd.append((r, c))
-        if fwd[0] == fwd[1]:
-            pass  # collision: nobody moves
-        elif fwd[0] == self.pos[1] and fwd[1] == self.pos[0]:
-            pass  # swap: nobody moves
-        else:
-            self.pos = fwd
-        # interactions, agent 0 first
-        reward = 0.0
-        for i in (0, 1):
-            if acts[i] != INTERACT:
-                continue
-            dr, dc = DIRS[self.dir[i]]
-            f = (self.pos[i][0] + dr, self.pos[i][1] + dc)
-            ch = self._grid[f[0]][f[1]]
-            held = self.inv[i]
-            if ch == "O" and held == NONE:
-                self.inv[i] = ONION
-            elif ch == "D" and held == NONE:
-                self.inv[i] = DISH
-            elif ch == "P":
-                pot = self.pot[f]
-                if held == ONION and pot[0] < 3:
-                    pot[0] += 1
-                    self.inv[i] = NONE
-                    if pot[0] == 3:
-                        pot[1] = self.cook_time
-                elif held == DISH and pot[0] == 3 and pot[1] == 0:
-                    pot[0] = 0
-                    self.inv[i] = SOUP
-            elif ch == "S" and held == SOUP:
-                self.inv[i] = NONE
-                reward += self.delivery_reward
-                self.delivered[i] += 1
-            elif ch == "X":
-                if held != NONE and self.counter[f] == NONE:
-                    self.counter[f] = held
-                    self.inv[i] = NONE
-                elif held == NONE and self.counter[f] != NONE:
-                    self.inv[i] = self.counter[f]
-                    self.counter[f] = NONE
-        # cooking
-        for pot in self.pot.values():
-            if pot[0] == 3 and pot[1] > 0:
-                pot[1] -= 1
-        self.t += 1
-        truncated = self.t >= self.horizon
-        return self._observe(0), float(reward), False, truncated, self._info(acts[1])
-
-    def _info(self, human_action: int | None) -> dict[str, Any]:
-        return {
-            "delivered": np.array(self.delivered, dtype=np.int64),
-            "human_action": -1 if human_action is None else int(human_action),
-        }
-
-    def _observe(self, agent: int) -> np.ndarray:
-        obs = np.zeros(self.obs_dim, dtype=np.float32)
-        nf = len(self._floor)
-        k = 0
-        for i in (agent, 1 - agent):
-            obs[k + self._floor.index(self.pos[i])] = 1.0
-            obs[k + nf + self.dir[i]] = 1.0
-            obs[k + nf + 4 + self.inv[i]] = 1.0
-            k += nf + 8
-        for cell in self._pots:
-            onions, timer = self.pot[cell]
-            obs[k] = onions / 3.0
-            obs[k + 1] = float(onions == 3 and timer > 0)
-            obs[k + 2] = timer / self.cook_time
-            obs[k + 3] = float(onions == 3 and timer == 0)
-            k += 4
-        for cell in self._counters:
-            item = self.counter[cell]
-            if item != NONE:
-                obs[k + item - 1] = 1.0
-            k += 3
-        return obs
-
-    def observe(self, agent: int = 0) -> np.ndarray:
-        if agent not in (0, 1):
-            raise ValueError(f"agent must be 0 (robot) or 1 (human), got {agent!r}")
-        return self._observe(agent)
-
-    # --------------------------------------------------------------- state
-    def _cell(self, rc: tuple[int, int]) -> int:
-        return rc[0] * self._w + rc[1]
-
-    def get_state(self) -> dict[str, np.ndarray]:
-        return {
-            "agent_pos": np.array([[self._cell(p) for p in self.pos]], dtype=np.int64),
-            "agent_dir": np.array([self.dir], dtype=np.int64),
-            "agent_inv": np.array([self.inv], dtype=np.int64),
-            "pot_onions": np.array([[self.pot[c][0] for c in self._pots]], dtype=np.int64).reshape(
-                1, -1
-            ),
-            "pot_timer": np.array([[self.pot[c][1] for c in self._pots]], dtype=np.int64).reshape(
-                1, -1
-            ),
-            "counter_items": np.array(
-                [[self.counter[c] for c in self._counters]], dtype=np.int64
-            ).reshape(1, -1),
-            "delivered": np.array([self.delivered], dtype=np.int64),
-            "t": np.array(self.t),
-        }
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        s = _validate_state(self.layout, self.cook_time, state)
-        if len(s["agent_pos"]) != 1:
-            raise ValueError(f"OvercookedEnv.set_state needs N = 1, got {len(s['agent_pos'])}")
-        w = self._w
-        self.pos = [(int(x) // w, int(x) % w) for x in s["agent_pos"][0]]
-        self.dir = [int(x) for x in s["agent_dir"][0]]
-        self.inv = [int(x) for x in s["agent_inv"][0]]
-        self.pot = {
-            cell: [int(s["pot_onions"][0, p]), int(s["pot_timer"][0, p])]
-            for p, cell in enumerate(self._pots)
-        }
-        self.counter = {
-            cell: int(s["counter_items"][0, c]) for c, cell in enumerate(self._counters)
-        }
-        self.delivered = [int(x) for x in s["delivered"][0]]
-        self.t = s["t"]
-
-    def render(self):
-        if self.render_mode != "ansi":
-            return None
-        s = {k: v[0] for k, v in self.get_state().items() if k != "t"}
-        return _render_text(self.layout, self.cook_time, s, self.t)
-
-
-def _check_scalar_action(a: Any, who: str) -> int:
-    arr = np.asarray(a)
-    if arr.shape != () or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"{who} action must be one integer; valid actions: {_VALID_ACTIONS}")
-    v = int(arr)
-    if not 0 <= v < NUM_ACTIONS:
-        raise ValueError(f"{who} action {v} out of range; valid actions: {_VALID_ACTIONS}")
-    return v
-
-
-class OvercookedParallelEnv:
-    """PettingZoo-style parallel API (no pettingzoo dependency) over `OvercookedEnv`: agents
-    ``"robot"`` (agent 0) and ``"human"`` (agent 1) act jointly; both get the team reward and
-    each observes the state with its own block first (`VecOvercooked.observe`)."""
-
-    metadata = {
-        "render_modes": ["ansi"],
-        "name": "alignlab_overcooked_v1",
-        "is_parallelizable": True,
-    }
-    possible_agents = ["robot", "human"]
-
-    def __init__(
-        self,
-        layout: str = "cramped_room",
-        horizon: int = 400,
-        cook_time: int = 20,
-        delivery_reward: float = 20.0,
-        render_mode: str | None = None,
-    ):
-        self.env = OvercookedEnv(
-            layout, horizon, cook_time, delivery_reward, human_epsilon=0.0, render_mode=render_mode
-        )
-        self.render_mode = render_mode
-        self.agents: list[str] = []
-        self._obs_space = self.env.observation_space
-        self._act_space = gym.spaces.Discrete(NUM_ACTIONS)
-
-    def _check_agent(self, agent: str) -> int:
-        if agent not in self.possible_agents:
-            raise ValueError(f"unknown agent {agent!r}; valid agents: {self.possible_agents}")
-        return self.possible_agents.index(agent)
-
-    def observation_space(self, agent: str) -> gym.spaces.Box:
-        self._check_agent(agent)
-        return self._obs_space
-
-    def action_space(self, agent: str) -> gym.spaces.Discrete:
-        self._check_agent(agent)
-        return self._act_space
-
-    @property
-    def num_agents(self) -> int:
-        return len(self.agents)
-
-    @property
-    def max_num_agents(self) -> int:
-        return len(self.possible_agents)
-
-    def _obs(self) -> dict[str, np.ndarray]:
-        return {a: self.env.observe(i) for i, a in enumerate(self.possible_agents)}
-
-    def reset(self, seed: int | None = None, options: dict | None = None):
-        self.env.reset(seed=seed, options=options)
-        self.agents = list(self.possible_agents)
-        return self._obs(), {a: {} for a in self.agents}
-
-    def step(self, actions: dict[str, Any]):
-        if not self.agents:
-            raise ValueError("episode is over (or not started); call reset()")
-        if set(actions) != set(self.agents):
-            raise ValueError(
-                f"actions must have exactly the keys {self.agents}, got {list(actions)}"
-            )
-        _, reward, _, truncated, info = self.env.joint_step(actions["robot"], actions["human"])
-        agents = list(self.agents)
-        obs = self._obs()
-        rewards = {a: reward for a in agents}
-        terminations = {a: False for a in agents}
-        truncations = {a: truncated for a in agents}
-        infos = {a: {"delivered": info["delivered"].copy()} for a in agents}
-        if truncated:
-            self.agents = []
-        return obs, rewards, terminations, truncations, infos
-
-    def state(self) -> np.ndarray:
-        return self.env.observe(0)
-
-    def render(self):
-        return self.env.render()
-
-    def close(self) -> None:
-        self.env.close()
+        return render_text(self.layout, self.cook_time, one, self.t)

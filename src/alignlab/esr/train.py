@@ -7,6 +7,10 @@ alternate on shared batches: iteration i draws one batch, takes contrastive step
 forward pass gives the batch's reward, computed before the step) and critic step i on that
 reward. Then `dual_updates` precision steps.
 
+Every `checkpoint_every` epochs the training saves all it needs to continue exactly (networks,
+optimisers, precision, replay buffer, generator, curves and logging windows) in its context's
+checkpoint, and a training whose context holds one continues from it (`train_assistant`).
+
 An environment is any object with the `VecGridWorld` / `VecOvercooked` interface: reset(rng),
 observe(), human_act(rng), step(robot_action, human_action) -> reward, get_state/set_state,
 empowerment_features(), num_envs, horizon, obs_dim, robot_actions, human_actions,
@@ -23,6 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from alignlab.core import config as cfglib
+from alignlab.core.config import ConfigError, param
+from alignlab.core.context import Context
+from alignlab.core.seeding import generator, seed_torch
 from alignlab.rl import EpisodeDataset, to_torch
 
 from .agent import AgentConfig, ESRRepresentation, GoalPosterior, QLearner, ave_reward
@@ -32,30 +40,31 @@ from .agent import AgentConfig, ESRRepresentation, GoalPosterior, QLearner, ave_
 class LoopConfig:
     """How much experience and how many updates (ESR notes, "Scaled-down settings")."""
 
-    epochs: int = 300
-    num_envs: int = 32
-    # the first epochs act uniformly at random (as SAC's start steps), so the representation
-    # sees the human move freely before the entropy-tuned policy commits to anything
-    warmup_epochs: int = 50
-    repr_updates: int = 20  # per epoch
-    q_updates: int = 20
-    dual_updates: int = 5
-    buffer_epochs: int = 5  # the replay buffer holds this many epochs of episodes
-    eval_episodes: int = 128
-    log_every: int = 10  # epochs
+    epochs: int = param(300, ge=1, help="epochs: one lockstep rollout in every env, then updates")
+    num_envs: int = param(32, ge=1, help="environments rolled out in lockstep per epoch")
+    warmup_epochs: int = param(
+        50,
+        ge=0,
+        help="first epochs acting uniformly at random (as SAC's start steps), so the "
+        "representation sees the human move freely before the policy commits",
+    )
+    repr_updates: int = param(20, ge=0, help="contrastive representation steps per epoch")
+    q_updates: int = param(20, ge=0, help="critic steps per epoch")
+    dual_updates: int = param(5, ge=0, help="precision (dual) steps per epoch")
+    buffer_epochs: int = param(5, ge=1, help="epochs of episodes the replay buffer holds")
+    eval_episodes: int = param(128, ge=1, help="evaluation episodes per trained robot")
+    log_every: int = param(10, ge=1, help="epochs between metric lines")
+    checkpoint_every: int = param(
+        25, ge=1, help="epochs between checkpoints of a training unit (resumable mid-way)"
+    )
 
     def validate(self) -> None:
-        for name in ("epochs", "num_envs", "buffer_epochs", "eval_episodes", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup_epochs >= self.epochs:
-            raise ValueError(
-                f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs}): the "
-                "learned policy would never act"
+            raise ConfigError(
+                "warmup_epochs",
+                f"must be < epochs ({self.epochs}), got {self.warmup_epochs}: the learned "
+                "policy would never act",
             )
-        for name in ("warmup_epochs", "repr_updates", "q_updates", "dual_updates"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 # ---- robots ------------------------------------------------------------------------------
@@ -193,15 +202,23 @@ def evaluate(make_env, robot, episodes: int, num_envs: int, rng) -> dict[str, fl
     return {k: float(np.concatenate(v).mean()) for k, v in acc.items()}
 
 
-def _add_to_buffer(buffer: EpisodeDataset, ep: dict) -> None:
-    N, T1, D = ep["obs"].shape
-    actions = np.stack([ep["a_r"], ep["a_h"]], axis=-1)  # (N, T, 2)
-    actions = np.concatenate([actions, actions[:, -1:]], axis=1)  # the last state repeats
-    reward = ep["proxy"] if ep["proxy"] is not None else ep["reward"]
-    reward = np.concatenate([reward, np.zeros((N, 1), np.float32)], axis=1)
-    buffer.add_arrays(
-        ep["obs"].reshape(N * T1, D), actions.reshape(N * T1, 2), [T1] * N, reward.reshape(-1)
-    )
+class ReplayBuffer(EpisodeDataset):
+    """The replay buffer of `train_assistant`: an `EpisodeDataset` of whole lockstep rollouts
+    (`add_rollout`) whose contents a checkpoint saves and restores exactly
+    (`state_arrays`, `load_state_arrays`)."""
+
+    def add_rollout(self, ep: dict) -> None:
+        """Append the N episodes of one `rollout`: state t holds (a_R, a_H) taken there and
+        the stored reward of its transition (AvE's proxy if there is one, else the env's);
+        the last state repeats the last actions and has reward 0."""
+        N, T1, D = ep["obs"].shape
+        actions = np.stack([ep["a_r"], ep["a_h"]], axis=-1)  # (N, T, 2)
+        actions = np.concatenate([actions, actions[:, -1:]], axis=1)
+        reward = ep["proxy"] if ep["proxy"] is not None else ep["reward"]
+        reward = np.concatenate([reward, np.zeros((N, 1), np.float32)], axis=1)
+        self.add_arrays(
+            ep["obs"].reshape(N * T1, D), actions.reshape(N * T1, 2), [T1] * N, reward.reshape(-1)
+        )
 
 
 def train_assistant(
@@ -209,23 +226,30 @@ def train_assistant(
     make_env: Callable[[int], Any],
     agent: AgentConfig,
     loop: LoopConfig,
-    seed,
-    log: Callable[..., None] | None = None,
-    advance: Callable[[int], None] | None = None,
+    seed: int | tuple | list,
+    ctx: Context | None = None,
 ) -> dict[str, Any]:
-    """Train an ESR or AvE assistant; returns the learner, the training curve and timings.
+    """Train an ESR or AvE assistant; returns the learner, the training curves and timings.
 
-    `seed` seeds torch's initialisation and the numpy Generator of rollouts and batches, so
-    the same seed gives the same assistant. `log(epoch, **metrics)` is called every
-    `log_every` epochs; `advance(1)` after every epoch.
+    `seed` names the training's random streams (`core.seeding`): an int, or the run seed and
+    what is trained, e.g. (run_seed, "esr", 2, 0). Torch's initialisation is seeded from the
+    stream (*seed, "init") and rollouts and batches draw from (*seed, "train"), so the same
+    seed gives the same assistant.
+
+    `ctx` (optional) is the context this training owns, typically a unit's: a metric line every
+    `log_every` epochs (`ctx.log_metrics(epoch, ...)`), progress after every epoch (a unit's
+    `advance`), and every `checkpoint_every` epochs a checkpoint in `ctx.checkpoint` of the
+    networks, optimisers, precision, replay buffer, generator, curves and logging windows. A
+    training whose context holds a checkpoint continues from it and ends exactly as an
+    uninterrupted one.
     """
     if method not in ("esr", "ave"):
         raise ValueError(f"train_assistant trains 'esr' or 'ave', got {method!r}")
-    agent.validate()
-    loop.validate()
-    ss = np.random.SeedSequence(seed)
-    torch.manual_seed(int(ss.generate_state(1)[0]))
-    rng = np.random.default_rng(ss.spawn(1)[0])
+    cfglib.validate(agent)
+    cfglib.validate(loop)
+    stream = tuple(seed) if isinstance(seed, (tuple, list)) else (seed,)
+    seed_torch(*stream, "init")
+    rng = generator(*stream, "train")
     env = make_env(loop.num_envs)
     learner = QLearner(env.obs_dim, env.robot_actions, agent)
     rep = (
@@ -235,56 +259,81 @@ def train_assistant(
     )
     sim = make_env(1) if method == "ave" else None  # AvE's simulator, built once
     ave = (lambda state, r: ave_reward(sim, state, r, agent)) if method == "ave" else None
-    buffer = EpisodeDataset(capacity=loop.buffer_epochs * loop.num_envs * (env.horizon + 1))
+    buffer = ReplayBuffer(capacity=loop.buffer_epochs * loop.num_envs * (env.horizon + 1))
     robot, warmup = LearnedRobot(learner), RandomRobot()
-    info: dict[str, list[float]] = {}  # update metrics since the last log line
-    curve, mi_curve, window = [], [], {}
+    modules = {"learner": learner, **({"representation": rep} if rep is not None else {})}
+    optimizers = {"q": learner.q_opt, **({"representation": rep.opt} if rep is not None else {})}
+    # `info`: update metrics since the last metric line; `window`: episode statistics since then
+    s: dict[str, Any] = {"epoch": 0, "curve": [], "mi_curve": [], "window": {}, "info": {}}
+    s.update(train_time_s=0.0, update_time_s=0.0, updates=0)
+    ck = ctx.checkpoint.load() if ctx is not None else None
+    if ck is not None:  # JSON holds NaN and inf as text: back to floats
+        s = ck.state
+        s["window"], s["info"] = (
+            {k: [float(x) for x in v] for k, v in s[w].items()} for w in ("window", "info")
+        )
+        s["curve"], s["mi_curve"] = (
+            [[e, float(x)] for e, x in s[c]] for c in ("curve", "mi_curve")
+        )
+        buffer.load_state_arrays(
+            {k.removeprefix("buffer."): v for k, v in ck.tensors.items() if k[:7] == "buffer."}
+        )
+        ck.restore(modules=modules, optimizers=optimizers, generators={"rng": rng})
+    advance = getattr(ctx, "advance", None)  # a unit's progress
+    window, info = s["window"], s["info"]
     t0 = time.perf_counter()
-    t_updates = 0.0
-    n_updates = 0
-    for epoch in range(loop.epochs):
+    for epoch in range(s["epoch"], loop.epochs):
         ep = rollout(env, warmup if epoch < loop.warmup_epochs else robot, rng, ave)
-        _add_to_buffer(buffer, ep)
+        buffer.add_rollout(ep)
         for k, v in ep["stats"].items():
             window.setdefault(k, []).append(float(v.mean()))
         tu = time.perf_counter()
         n_repr = loop.repr_updates if rep is not None else 0
         for i in range(max(n_repr, loop.q_updates)):
             b = to_torch(buffer.sample(agent.batch_size, rng, agent.gamma))
-            s, a_r, a_h = b["obs"], b["action"][:, 0], b["action"][:, 1]
+            obs, a_r, a_h = b["obs"], b["action"][:, 0], b["action"][:, 1]
             r = b["reward"]  # AvE's stored proxy
             if i < n_repr:  # ESR: the reward comes from the current representation
-                step_info, r = rep.update(s, a_r, a_h, b["goal"])
+                step_info, r = rep.update(obs, a_r, a_h, b["goal"])
                 _accumulate(info, step_info)
             elif rep is not None:
-                r = rep.reward(s, a_r, a_h, b["goal"])
+                r = rep.reward(obs, a_r, a_h, b["goal"])
             if i < loop.q_updates:
-                _accumulate(info, learner.q_update(s, a_r, r, b["next_obs"]))
+                _accumulate(info, learner.q_update(obs, a_r, r, b["next_obs"]))
         for _ in range(loop.dual_updates):
             b = buffer.sample(agent.batch_size, rng, agent.gamma)
             _accumulate(info, learner.dual_update(torch.as_tensor(b["obs"])))
-        t_updates += time.perf_counter() - tu
-        n_updates += max(n_repr, loop.q_updates)  # one update = one iteration of the loop
+        s["update_time_s"] += time.perf_counter() - tu
+        s["updates"] += max(n_repr, loop.q_updates)  # one update = one iteration of the loop
         if advance is not None:
             advance(1)
-        if (epoch + 1) % loop.log_every == 0 or epoch + 1 == loop.epochs:
+        done = epoch + 1
+        if done % loop.log_every == 0 or done == loop.epochs:
             means = {k: float(np.mean(v)) for k, v in window.items()}
-            window = {}
             updates = {k: float(np.mean(v)) for k, v in info.items()}
-            info = {}
-            curve.append([epoch + 1, means["return"]])
+            window.clear()
+            info.clear()
+            s["curve"].append([done, means["return"]])
             if "mutual_info" in updates:
-                mi_curve.append([epoch + 1, updates["mutual_info"]])
-            if log is not None:
-                log(epoch + 1, **{f"train_{k}": v for k, v in means.items()}, **updates)
-    elapsed = time.perf_counter() - t0
+                s["mi_curve"].append([done, updates["mutual_info"]])
+            if ctx is not None:
+                ctx.log_metrics(done, **{f"train_{k}": v for k, v in means.items()}, **updates)
+        if ctx is not None and done % loop.checkpoint_every == 0 and done < loop.epochs:
+            s["epoch"] = done
+            s["train_time_s"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            tensors = {f"buffer.{k}": v for k, v in buffer.state_arrays().items()}
+            ctx.checkpoint.save(
+                done, tensors, s, modules=modules, optimizers=optimizers, generators={"rng": rng}
+            )
+    s["train_time_s"] += time.perf_counter() - t0
     return {
         "learner": learner,
         "representation": rep,
-        "curve": curve,
-        "mi_curve": mi_curve,
-        "seconds": elapsed,
-        "updates_per_s": n_updates / max(t_updates, 1e-9),
+        "curve": s["curve"],
+        "mi_curve": s["mi_curve"],
+        "train_time_s": s["train_time_s"],
+        "updates_per_s": s["updates"] / max(s["update_time_s"], 1e-9),
     }
 
 

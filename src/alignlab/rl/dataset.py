@@ -132,6 +132,25 @@ class EpisodeDataset:
             self._drop_oldest(len(self) - self.capacity)
         self.anchors = np.flatnonzero(self.episode_end > np.arange(len(self)))
 
+    ARRAYS = ("obs", "action", "reward", "episode_id", "step", "episode_end", "anchors")
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Everything the dataset holds, as named arrays, for a checkpoint (empty when nothing
+        was added); `load_state_arrays` restores it exactly."""
+        if self.obs is None:
+            return {}
+        out = {name: getattr(self, name) for name in self.ARRAYS}
+        out["next_episode_id"] = np.array([self._next_episode_id], dtype=np.int64)
+        return out
+
+    def load_state_arrays(self, arrays: dict) -> None:
+        """Restore what `state_arrays` returned (numpy arrays or CPU tensors)."""
+        if not arrays:
+            return
+        for name in self.ARRAYS:
+            setattr(self, name, np.asarray(arrays[name]))
+        self._next_episode_id = int(np.asarray(arrays["next_episode_id"])[0])
+
     def _drop_oldest(self, n: int) -> None:
         """Drop the oldest whole episodes holding at least n states."""
         cut = self.episode_end[n - 1] + 1  # round up to the end of the episode holding state n-1
