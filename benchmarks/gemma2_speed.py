@@ -21,7 +21,7 @@ HF's model is `AutoModelForCausalLM.from_config(to_hf_config(cfg))` holding
    Checked first: max |logits difference| of each alignlab kernel vs HF eager (and, on the
    variant, vs HF sdpa and HF eager), and how far the variant is from the real model.
 2. Training step, batch 8 x seq 512: forward, next-token cross-entropy
-   (`alignlab.gemma2.train.ntp_loss` on both sides), backward, AdamW(lr 1e-3) step; alignlab
+   (`alignlab.gemma2.losses.ntp_loss` on both sides), backward, AdamW(lr 1e-3) step; alignlab
    fast vs HF eager, fresh copies of the same weights. Checked first: the first step's losses
    and every parameter's gradient agree (max |diff| / max |HF grad|, per tensor).
 3. Greedy generation with a KV cache, batch 4, prompt 64, 128 new tokens, no early stop:
@@ -73,8 +73,8 @@ from alignlab.core.io import atomic_write_json
 from alignlab.gemma2.config import Gemma2Config
 from alignlab.gemma2.generate import generate
 from alignlab.gemma2.hf import to_hf_config, to_hf_state_dict
+from alignlab.gemma2.losses import ntp_loss
 from alignlab.gemma2.model import Gemma2ForCausalLM
-from alignlab.gemma2.train import ntp_loss
 
 OUT = pathlib.Path(__file__).resolve().parents[1] / "docs" / "img" / "gemma2_benchmark.json"
 PRESET, WINDOW = "medium", 128

@@ -75,30 +75,20 @@ def test_cache_is_reused_and_rebuilt_when_damaged(tmp_path, small_stdlib):
     assert data.load_corpus(cache=tmp_path).sha256 == corpus.sha256
 
 
-def test_cache_dir_honours_alignlab_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("ALIGNLAB_CACHE", str(tmp_path / "mine"))
-    assert data.cache_dir() == tmp_path / "mine"
-    monkeypatch.delenv("ALIGNLAB_CACHE")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert data.cache_dir() == tmp_path / "xdg" / "alignlab"
-
-
 def test_failed_cache_write_leaves_nothing_half_written(tmp_path, small_stdlib, monkeypatch):
-    write_json = data.atomic_write_json
+    dumps_json = data.dumps_json
 
-    def crash(path, text):
+    def crash(meta):
         raise KeyboardInterrupt  # killed between writing the documents and the metadata
 
-    monkeypatch.setattr(data, "atomic_write_json", crash)
+    monkeypatch.setattr(data, "dumps_json", crash)
     with pytest.raises(KeyboardInterrupt):
         data.load_corpus(cache=tmp_path)
+    assert list((tmp_path / "corpus").iterdir()) == []  # no folder, complete or not
+    monkeypatch.setattr(data, "dumps_json", dumps_json)
+    corpus = data.load_corpus(cache=tmp_path)  # the next run builds the cache
     (folder,) = (tmp_path / "corpus").iterdir()
-    assert sorted(p.name for p in folder.iterdir()) == ["documents.jsonl"]  # no temp files
-    monkeypatch.setattr(data, "atomic_write_json", write_json)
-    corpus = data.load_corpus(cache=tmp_path)  # the next run completes the cache
-    assert (folder / "meta.json").exists() and corpus.sha256 == data.read_json(
-        folder / "meta.json"
-    )["sha256"]
+    assert corpus.sha256 == data.read_json(folder / "meta.json")["sha256"]
 
 
 # --- split -------------------------------------------------------------------------------------

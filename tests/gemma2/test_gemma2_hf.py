@@ -2,6 +2,7 @@
 errors for bad checkpoints. Tests that need transformers skip without the [hf] extra."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -224,6 +225,33 @@ def checkpoint(tmp_path):
     torch.manual_seed(0)
     save_pretrained(Gemma2ForCausalLM(Gemma2Config.preset("tiny")), tmp_path)
     return tmp_path
+
+
+def test_a_failed_save_leaves_the_previous_complete_weights(checkpoint, monkeypatch):
+    before = from_pretrained(checkpoint).state_dict()
+    (checkpoint / "tokenizer.json").write_text("{}")  # other files in the folder stay
+    torch.manual_seed(1)
+    other = Gemma2ForCausalLM(Gemma2Config.preset("tiny"))
+    real, calls = os.replace, []
+
+    def replace(src, dst):  # the disk fills up while the second shard is written
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="disk full"):
+        save_pretrained(other, checkpoint, max_shard_bytes=40_000)
+    monkeypatch.setattr(os, "replace", real)
+    after = from_pretrained(checkpoint).state_dict()  # the old single file, complete
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    assert not [p.name for p in checkpoint.iterdir() if p.name.endswith(".tmp")]
+    save_pretrained(other, checkpoint, max_shard_bytes=40_000)  # a save that completes
+    assert not (checkpoint / "model.safetensors").exists()  # the stale single file is gone
+    assert (checkpoint / "tokenizer.json").read_text() == "{}"
+    loaded = from_pretrained(checkpoint).state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in other.state_dict().items())
 
 
 def test_missing_directory_or_config_is_a_clear_error(tmp_path):

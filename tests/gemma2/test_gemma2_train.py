@@ -1,42 +1,34 @@
-"""The Gemma 2 training loop: losses vs hand-computed cases, schedule, clipping, learning,
-distillation, checkpoint/resume equality, clear errors. (DDP: test_gemma2_ddp.py.)"""
+"""The Gemma 2 losses (vs hand-computed cases) and training loop: schedule, clipping,
+learning, distillation, checkpoint/resume equality inside a context, clear errors.
+(The command line and DDP: test_gemma2_cli.py.)"""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from alignlab.core.config import PRESETS
-from alignlab.core.errors import AlignlabError
-from alignlab.core.experiment import Experiment
 from alignlab.core.checkpoint import Checkpointer
 from alignlab.core.context import RunContext, read_metrics
+from alignlab.core.errors import AlignlabError
 from alignlab.gemma2.config import Gemma2Config
-from alignlab.gemma2.model import Gemma2ForCausalLM
-from alignlab.gemma2.train import (
+from alignlab.gemma2.data import synthetic_tokens
+from alignlab.gemma2.losses import (
     IGNORE_INDEX,
-    TrainConfig,
     entropy,
-    evaluate,
     kd_loss,
     kl_divergence,
-    learning_rate,
-    load_optimizer_tensors,
-    make_optimizer,
     ntp_loss,
-    optimizer_tensors,
-    param_groups,
     subsample_teacher,
-    synthetic_tokens,
     teacher_probs,
-    train,
 )
+from alignlab.gemma2.model import Gemma2ForCausalLM
+from alignlab.gemma2.train import TrainConfig, evaluate, learning_rate, param_groups, train
 
 VOCAB = 64
 TOKENS = synthetic_tokens(VOCAB, 4000, period=16, seed=1)
@@ -62,14 +54,6 @@ def cfg(**kw) -> TrainConfig:
         eval_every=3, eval_batches=1, checkpoint_every=2,
     )  # fmt: skip
     return TrainConfig(**{**base, **kw})
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: threads only contend with other workers
-    yield
-    torch.set_num_threads(n)
 
 
 # --- losses -----------------------------------------------------------------------------
@@ -190,22 +174,6 @@ def test_gradients_are_clipped_to_the_global_norm_before_each_step():
     assert all(n > 0.05 for n in logged)  # the logged norm is the norm before clipping
 
 
-def test_optimizer_state_round_trips_through_named_tensors():
-    model = tiny_model()
-    opt = make_optimizer(model, cfg())
-    model(torch.tensor(TOKENS[None, :16])).sum().backward()
-    opt.step()
-    tensors, meta = optimizer_tensors(opt)
-    assert all(isinstance(v, torch.Tensor) for v in tensors.values())
-    fresh = make_optimizer(model, cfg())
-    load_optimizer_tensors(fresh, tensors, meta)
-    a, b = opt.state_dict(), fresh.state_dict()
-    assert a["param_groups"] == b["param_groups"]
-    for pid in a["state"]:
-        for k in a["state"][pid]:
-            torch.testing.assert_close(a["state"][pid][k], b["state"][pid][k], rtol=0, atol=0)
-
-
 # --- training -----------------------------------------------------------------------------
 
 
@@ -244,14 +212,9 @@ def test_distillation_moves_the_student_towards_the_teacher(teacher, top_k):
 
 
 def run_context(tmp_path, name, quiet=True, resume=False, c=None) -> RunContext:
-    c = c or cfg()
-    exp = Experiment(
-        name="gemma2.test", paper="-", description="-", config=TrainConfig,
-        presets={p: c for p in PRESETS}, run=lambda ctx: {},
-    )  # fmt: skip
-    d = tmp_path / name
-    d.mkdir(exist_ok=True)
-    return RunContext(exp, c, "smoke", 0, d, "cpu", resume, quiet, np.random.default_rng(0))
+    return RunContext.standalone(
+        tmp_path / name, "gemma2.test", c or cfg(), quiet=quiet, resume=resume
+    )
 
 
 class Interrupt(Exception):
@@ -266,6 +229,10 @@ def _interrupt_at(n):
     return on_step
 
 
+def _without_timing(rows):
+    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]
+
+
 @pytest.mark.parametrize("objective", ["ntp", "kd-top-k"])
 def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, teacher, objective):
     kw = dict(objective="kd", kd_top_k=5) if objective == "kd-top-k" else {}
@@ -277,37 +244,40 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, teacher, objecti
     with pytest.raises(Interrupt):
         train(tiny_model(), c, TOKENS, TOKENS, teacher=t, ctx=ctx, on_step=_interrupt_at(5))
     assert Checkpointer(ctx.dir).last_step() == 4
-    # what the core does on --resume: drop metric lines after the checkpoint
-    kept = [json.dumps(r) for r in read_metrics(ctx.dir) if r["step"] <= 4]
-    (ctx.dir / "metrics.jsonl").write_text("".join(line + "\n" for line in kept))
+    assert max(r["step"] for r in read_metrics(ctx.dir)) == 5  # a line after the checkpoint
     torch.manual_seed(123)  # any state of the global RNGs: the checkpoint restores them
     model = tiny_model(seed=99)  # other initial weights: the checkpoint replaces them
-    ctx = run_context(tmp_path, "cut", resume=True, c=c)
+    ctx = run_context(tmp_path, "cut", resume=True, c=c)  # drops the lines after step 4
     resumed = train(model, c, TOKENS, TOKENS, teacher=t, ctx=ctx)
     assert resumed.to_dict() == ref.to_dict()
     for k, v in ref_model.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k
-
-    def losses(rows):
-        return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]
-
-    assert losses(read_metrics(ctx.dir)) == losses(read_metrics(tmp_path / "ref"))
+    assert "resuming at step 4" in (ctx.dir / "log.txt").read_text()
+    assert _without_timing(read_metrics(ctx.dir)) == _without_timing(read_metrics(tmp_path / "ref"))
 
 
 def test_finished_run_resumes_to_its_result_without_training(tmp_path):
     c = cfg(steps=3)
-    ckpt = Checkpointer(tmp_path)
     model = tiny_model()
-    first = train(model, c, TOKENS, TOKENS, checkpointer=ckpt, resume=True)
+    first = train(model, c, TOKENS, TOKENS, ctx=run_context(tmp_path, "run", c=c))
     again_model = tiny_model(seed=5)
-    again = train(again_model, c, TOKENS, TOKENS, checkpointer=ckpt, resume=True,
+    again = train(again_model, c, TOKENS, TOKENS, ctx=run_context(tmp_path, "run", resume=True, c=c),
                   on_step=_interrupt_at(1))  # fmt: skip
     assert again.to_dict() == first.to_dict()
     for k, v in model.state_dict().items():
         assert torch.equal(again_model.state_dict()[k], v)
-    # another key (another stage of an experiment) does not pick up this checkpoint
-    other = train(tiny_model(seed=5), c, TOKENS, TOKENS, checkpointer=ckpt, resume=True, key="b")
-    assert other.to_dict() != first.to_dict()
+
+
+def test_checkpoints_hold_the_training_state_in_the_core_scheme(tmp_path):
+    ctx = run_context(tmp_path, "run", c=cfg(steps=2))
+    train(tiny_model(), cfg(steps=2), TOKENS, TOKENS, ctx=ctx)
+    ck = Checkpointer(ctx.dir).load()
+    assert ck.step == 2 and ck.state["finished"] and ck.state["tokens"] == 2 * 4 * 16
+    names = set(ck.tensors)
+    assert "module.model.model.embed_tokens.weight" in names
+    assert "module.model.lm_head.weight" not in names  # tied: stored once
+    assert any(n.startswith("optim.adamw.") and n.endswith(".exp_avg") for n in names)
+    assert "sampler" in ck.training["generators"]
 
 
 def test_metrics_and_progress_with_a_run_context(tmp_path):
@@ -319,6 +289,21 @@ def test_metrics_and_progress_with_a_run_context(tmp_path):
     assert [r["step"] for r in train_rows] == [2, 4] and [r["step"] for r in val_rows] == [0, 2, 4]
     assert {"lr", "grad_norm", "tokens_per_s", "tokens"} <= set(train_rows[0])
     assert val_rows[-1]["val_loss"] == pytest.approx(math.log(val_rows[-1]["val_ppl"]))
+
+
+def test_a_stage_numbers_its_metric_lines_from_its_offset_and_keeps_its_checkpoint(tmp_path):
+    run = run_context(tmp_path, "run")
+    first, second = run.stage("first", 3), run.stage("second", 2)
+    train(tiny_model(), cfg(steps=3, eval_every=3), TOKENS, TOKENS, ctx=first)
+    train(tiny_model(), cfg(steps=2, eval_every=2), TOKENS, TOKENS, ctx=second)
+    rows = read_metrics(run.dir)
+    assert [r["step"] for r in rows if r["stage"] == "first" and "val_ppl" in r] == [0, 3]
+    assert [r["step"] for r in rows if r["stage"] == "second" and "val_ppl" in r] == [4, 6]
+    steps = {
+        p.parent.name: Checkpointer(p.parent).last_step()
+        for p in run.dir.glob("stages/*/checkpoint")
+    }
+    assert steps == {"first": 3, "second": 2}
 
 
 def test_validation_windows_are_fixed_and_batches_may_be_given(tmp_path):
@@ -343,35 +328,48 @@ def test_validation_windows_are_fixed_and_batches_may_be_given(tmp_path):
 @pytest.mark.parametrize(
     "change, message",
     [
-        (dict(objective="kd"), "needs a teacher"),
-        (dict(objective="distill"), "valid objectives: ntp, kd"),
-        (dict(seq_len=65), "exceeds the model's max_position_embeddings=64"),
-        (dict(steps=0), "steps must be >= 1"),
-        (dict(kd_top_k=0), "kd_top_k must be >= 1"),
-        (dict(min_lr_ratio=2.0), "min_lr_ratio"),
+        (dict(objective="kd"), "objective 'kd' needs a teacher model (pass teacher=...)."),
+        (
+            dict(objective="distill"),
+            "Invalid config: objective must be one of ntp, kd, got 'distill'",
+        ),
+        (dict(seq_len=65), "seq_len=65 exceeds the model's max_position_embeddings=64."),
+        (dict(steps=0), "Invalid config: steps must be >= 1, got 0"),
+        (dict(kd_top_k=0), "Invalid config: kd_top_k must be >= 1, got 0"),
+        (dict(min_lr_ratio=2.0), "Invalid config: min_lr_ratio must be in [0, 1], got 2.0"),
+        (dict(betas=(0.9, 1.0)), "Invalid config: betas must be in [0, 1), got [0.9, 1.0]"),
+        (dict(betas=(0.9,)), "Invalid config: betas must be two numbers, got [0.9]"),
     ],
 )
 def test_bad_config_is_a_clear_error(change, message):
-    with pytest.raises(AlignlabError, match=message):
+    with pytest.raises(AlignlabError, match=f"^{re.escape(message)}$"):
         train(tiny_model(), cfg(**change), TOKENS, TOKENS)
 
 
 def test_bad_data_teacher_or_checkpoint_are_clear_errors(tmp_path):
-    with pytest.raises(AlignlabError, match="outside the model's vocabulary"):
+    with pytest.raises(
+        AlignlabError,
+        match=re.escape("train_data has token ids outside the model's vocabulary [0, 64)."),
+    ):
         train(tiny_model(), cfg(), TOKENS + VOCAB, TOKENS)
-    with pytest.raises(AlignlabError, match="1-D integer token stream"):
+    with pytest.raises(AlignlabError, match="^train_data must be a 1-D integer token stream"):
         train(tiny_model(), cfg(), TOKENS.astype(float), TOKENS)
-    with pytest.raises(AlignlabError, match="needs at least"):
+    with pytest.raises(
+        AlignlabError, match=re.escape("train_data has 10 tokens; it needs at least 18.")
+    ):
         train(tiny_model(), cfg(), TOKENS[:10], TOKENS)
     other = tiny_model(vocab_size=VOCAB * 2)
-    with pytest.raises(AlignlabError, match="teacher vocab_size=128 differs"):
+    with pytest.raises(
+        AlignlabError, match="^teacher vocab_size=128 differs from the student's 64;"
+    ):
         train(tiny_model(), cfg(objective="kd"), TOKENS, TOKENS, teacher=other)
-    ckpt = Checkpointer(tmp_path)
-    train(tiny_model(), cfg(steps=1), TOKENS, TOKENS, checkpointer=ckpt)
-    with pytest.raises(AlignlabError, match="does not fit this model"):
-        train(
-            tiny_model(num_layers=3), cfg(steps=1), TOKENS, TOKENS, checkpointer=ckpt, resume=True
-        )
+    train(tiny_model(), cfg(steps=1), TOKENS, TOKENS, ctx=run_context(tmp_path, "run"))
+    resumed = run_context(tmp_path, "run", resume=True)
+    with pytest.raises(
+        AlignlabError,
+        match=r"^The checkpoint does not fit this model: missing \['model.layers.2.",
+    ):
+        train(tiny_model(num_layers=3), cfg(steps=1), TOKENS, TOKENS, ctx=resumed)
 
 
 def test_kd_loss_of_a_diverged_student_is_nan_not_zero():

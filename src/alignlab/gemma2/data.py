@@ -4,7 +4,7 @@ The default corpus needs no network: the English prose that ships with Python it
 the docstrings and comment blocks of the standard library's modules (in source order, one
 document per module) and the language reference topics in `pydoc_data.topics`. Extraction is
 deterministic: the same standard library gives a byte-identical corpus, whose sha256 is
-recorded with the Python version in the cache (`cache_dir()/corpus/`).
+recorded with the Python version in the cache (`core.cache.cache_dir()/corpus/`).
 
 Other sources: local text files or folders (`*.txt`, `*.md`), and a Hugging Face dataset
 (`"hf:<name>"`, only when asked for and `datasets` is installed).
@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import sysconfig
 import time
 import warnings
@@ -35,8 +36,9 @@ from typing import Protocol
 
 import numpy as np
 
+from alignlab.core.cache import artifact_dir, cached_folder, is_complete
 from alignlab.core.errors import AlignlabError, did_you_mean
-from alignlab.core.io import atomic_write_json, atomic_write_text, read_json
+from alignlab.core.io import dumps_json, read_json
 
 EXTRACTOR_VERSION = 1  # bump when extraction changes, so stale caches are not reused
 SOURCES = ("stdlib", "hf:<dataset name>[:<config>]", "a .txt/.md file or a folder of them")
@@ -51,17 +53,6 @@ MIN_WORDS = 6  # shorter fragments ("Return self.") carry little English
 MIN_LETTER_FRACTION = 0.8  # of the non-space characters
 MIN_PLAIN_WORD_FRACTION = 0.7  # of the words: plain English words, not identifiers or code
 _PLAIN_WORD = re.compile(r"[(\"']?[A-Za-z][a-z]*(?:['-][a-z]+)*[.,;:!?)\"']*")
-
-
-# --- where caches live -------------------------------------------------------------------------
-
-
-def cache_dir() -> Path:
-    """$ALIGNLAB_CACHE if set, else $XDG_CACHE_HOME/alignlab, else ~/.cache/alignlab."""
-    if os.environ.get("ALIGNLAB_CACHE"):
-        return Path(os.environ["ALIGNLAB_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "alignlab"
 
 
 # --- documents ---------------------------------------------------------------------------------
@@ -255,33 +246,55 @@ def cached_stdlib_documents(cache: str | os.PathLike | None = None) -> tuple[lis
     """`stdlib_documents()`, extracted once per Python version into `cache` (or `cache_dir()`).
 
     Returns the documents and the metadata (sha256, python version, sizes, extraction time).
-    A cache whose bytes do not match its recorded sha256 is rebuilt.
+    The cache folder `corpus/stdlib-<python>-v<extractor>/` is built in a temporary folder and
+    renamed into place (`core.cache`); one whose bytes do not match its recorded sha256 is
+    rebuilt.
     """
-    folder = Path(cache) if cache is not None else cache_dir()
-    folder = folder / "corpus" / f"stdlib-{python_version()}-v{EXTRACTOR_VERSION}"
-    docs_path, meta_path = folder / "documents.jsonl", folder / "meta.json"
+    key = f"stdlib-{python_version()}-v{EXTRACTOR_VERSION}"
+    folder = artifact_dir("corpus", key, cache)
+    if is_complete(folder):
+        found = _read_documents(folder)
+        if found is not None:
+            return found
+        shutil.rmtree(folder, ignore_errors=True)  # a damaged cache: extract again
+    built: list[tuple[list[Document], dict]] = []
+
+    def build(tmp: Path) -> None:
+        start = time.perf_counter()
+        docs = stdlib_documents()
+        jsonl = _to_jsonl(docs)
+        meta = {
+            "source": "stdlib",
+            "python_version": python_version(),
+            "extractor_version": EXTRACTOR_VERSION,
+            "sha256": hashlib.sha256(jsonl.encode("utf-8")).hexdigest(),
+            "n_documents": len(docs),
+            "n_characters": sum(len(d.text) for d in docs),
+            "n_bytes": sum(len(d.text.encode("utf-8")) for d in docs),
+            "extraction_seconds": round(time.perf_counter() - start, 2),
+        }
+        (tmp / "documents.jsonl").write_text(jsonl, encoding="utf-8")
+        (tmp / "meta.json").write_text(dumps_json(meta), encoding="utf-8")
+        built.append((docs, meta))
+
+    cached_folder("corpus", key, build, root=cache)
+    if built:
+        return built[0]
+    found = _read_documents(folder)  # another process extracted it first
+    if found is None:
+        raise AlignlabError(f"the corpus cache {folder} is damaged; delete it and run again")
+    return found
+
+
+def _read_documents(folder: Path) -> tuple[list[Document], dict] | None:
+    """The cached documents and metadata, or None if they are unreadable or do not match."""
     try:
-        meta, data = read_json(meta_path), docs_path.read_bytes()
+        meta, data = read_json(folder / "meta.json"), (folder / "documents.jsonl").read_bytes()
         if hashlib.sha256(data).hexdigest() == meta["sha256"]:
             return _from_jsonl(data.decode("utf-8")), meta
     except (OSError, ValueError, KeyError, TypeError):
-        pass  # no cache yet, or a damaged one: extract again
-    start = time.perf_counter()
-    docs = stdlib_documents()
-    jsonl = _to_jsonl(docs)
-    meta = {
-        "source": "stdlib",
-        "python_version": python_version(),
-        "extractor_version": EXTRACTOR_VERSION,
-        "sha256": hashlib.sha256(jsonl.encode("utf-8")).hexdigest(),
-        "n_documents": len(docs),
-        "n_characters": sum(len(d.text) for d in docs),
-        "n_bytes": sum(len(d.text.encode("utf-8")) for d in docs),
-        "extraction_seconds": round(time.perf_counter() - start, 2),
-    }
-    atomic_write_text(docs_path, jsonl)
-    atomic_write_json(meta_path, meta)  # written last: its presence marks a complete cache
-    return docs, meta
+        pass
+    return None
 
 
 # --- other sources -----------------------------------------------------------------------------
@@ -569,3 +582,9 @@ def eval_batches(
         yield stream[starts[:, None] + np.arange(seq_len + 1)].astype(np.int64)
     if has_tail:
         yield stream[None, n_full * seq_len :].astype(np.int64)
+
+
+def synthetic_tokens(vocab_size: int, n: int, period: int = 64, seed: int = 0) -> np.ndarray:
+    """A random sequence of `period` tokens repeated to length n: learnable by memorising it."""
+    pattern = np.random.default_rng(seed).integers(0, vocab_size, size=period)
+    return np.resize(pattern, n).astype(np.int64)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from alignlab.core.errors import AlignlabError
-from alignlab.core.io import atomic_write_json
+from alignlab.core.io import atomic_write_bytes, atomic_write_json
 from alignlab.gemma2.config import Gemma2Config
 from alignlab.gemma2.model import Gemma2ForCausalLM
 
@@ -271,7 +271,13 @@ def from_pretrained(
 def save_pretrained(
     model: Gemma2ForCausalLM, path: str | os.PathLike, max_shard_bytes: int | None = None
 ) -> None:
-    """Write config.json and safetensors in HF's layout; shards + index above max_shard_bytes."""
+    """Write config.json and safetensors in HF's layout; shards + index above max_shard_bytes.
+
+    Every file is written atomically and fsynced (`core.io`): the new weight files first, then
+    the index and the config, and only then is what a previous save with other sharding left
+    removed, so a crash never leaves the folder without complete weights. Other files in the
+    folder (a tokenizer.json) are kept.
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in to_hf_state_dict(model).items()}
@@ -284,16 +290,14 @@ def save_pretrained(
             size = 0
         shards[-1][name] = t
         size += nbytes
-    # the new files first (each atomically), then the config, and only then remove what a
-    # previous save with other sharding left: a crash never leaves a folder without weights
     written = []
     if len(shards) == 1:
-        written.append(_save_atomic(state, path / "model.safetensors"))
+        written.append(_write_safetensors(state, path / "model.safetensors"))
     else:
         weight_map = {}
         for i, shard in enumerate(shards, 1):
             fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-            written.append(_save_atomic(shard, path / fname))
+            written.append(_write_safetensors(shard, path / fname))
             weight_map.update(dict.fromkeys(shard, fname))
         total = sum(t.numel() * t.element_size() for t in state.values())
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
@@ -307,14 +311,10 @@ def save_pretrained(
             f.unlink(missing_ok=True)
 
 
-def _save_atomic(tensors: dict[str, torch.Tensor], path: Path) -> Path:
-    """safetensors to a temporary name, then rename: a crash never leaves half a file."""
-    from safetensors.torch import save_file
+def _write_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> Path:
+    """One safetensors file, atomically (temporary file, fsync, rename)."""
+    from safetensors.torch import save
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})  # HF refuses files without it
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # HF refuses safetensors files without the "format" metadata
+    atomic_write_bytes(path, save(tensors, metadata={"format": "pt"}))
     return path

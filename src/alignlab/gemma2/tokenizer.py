@@ -18,9 +18,10 @@ from pathlib import Path
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from alignlab.core.cache import artifact_dir, cached_folder
 from alignlab.core.errors import AlignlabError
 from alignlab.core.io import atomic_write_text
-from alignlab.gemma2.data import Corpus, cache_dir, load_corpus
+from alignlab.gemma2.data import Corpus, load_corpus
 
 PAD, EOS, BOS, UNK = "<pad>", "<eos>", "<bos>", "<unk>"
 SPECIAL_TOKENS = (PAD, EOS, BOS, UNK)  # ids 0, 1, 2, 3, as in Gemma's vocabulary
@@ -128,17 +129,20 @@ def default_tokenizer(
 ) -> Tokenizer:
     """A BPE tokenizer trained on the corpus's training split, once, then read from the cache.
 
-    Cached at `cache_dir()/tokenizers/bpe<vocab>-v<version>-<train sha256[:16]>/tokenizer.json`,
-    so repeated experiment runs (and parallel sweep workers) reuse it.
+    Cached at `cache_dir()/tokenizers/bpe<vocab>-v<version>-<train sha256[:16]>/tokenizer.json`
+    (built in a temporary folder and renamed into place, `core.cache`), so repeated experiment
+    runs (and parallel sweep workers) reuse it.
     """
     corpus = corpus if corpus is not None else load_corpus(cache=cache)
-    root = Path(cache) if cache is not None else cache_dir()
     name = f"bpe{vocab_size}-v{TOKENIZER_VERSION}-{corpus.train_sha256[:16]}"
-    path = root / "tokenizers" / name / "tokenizer.json"
+    path = artifact_dir("tokenizers", name, cache) / "tokenizer.json"
     if path not in _LOADED:
-        if path.is_file():
-            _LOADED[path] = Tokenizer.load(path)
-        else:
-            _LOADED[path] = Tokenizer.train(corpus.texts("train"), vocab_size)
-            _LOADED[path].save(path)
+        trained: list[Tokenizer] = []
+
+        def build(tmp: Path) -> None:
+            trained.append(Tokenizer.train(corpus.texts("train"), vocab_size))
+            trained[0].save(tmp / "tokenizer.json")
+
+        cached_folder("tokenizers", name, build, root=cache)
+        _LOADED[path] = trained[0] if trained else Tokenizer.load(path)
     return _LOADED[path]

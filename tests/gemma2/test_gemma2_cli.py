@@ -1,5 +1,6 @@
-"""Data-parallel Gemma 2 training: 2 gloo processes under torchrun give the loss curve of one
-process on the same global batch; the command line's own checks."""
+"""The training command line (`python -m alignlab.gemma2.cli`): data-parallel under torchrun,
+2 gloo processes give the loss curve of one process on the same global batch; resume and
+errors."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from alignlab.core.context import read_metrics
-from alignlab.gemma2.train import main
+from alignlab.gemma2.cli import main
 
 ARGS = [
     *("--set", "steps=5", "--set", "batch_size=4", "--set", "seq_len=16"),
@@ -23,12 +24,7 @@ ARGS = [
 
 
 def run_single(out) -> int:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return main(["--out", str(out), *ARGS])
-    finally:
-        torch.set_num_threads(threads)
+    return main(["--out", str(out), *ARGS])  # on one thread (conftest.py)
 
 
 @pytest.mark.skipif(
@@ -40,7 +36,7 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path):
     env["OMP_NUM_THREADS"] = "1"
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "alignlab.gemma2.train", "--out", str(tmp_path / "ddp"), *ARGS,
+        "-m", "alignlab.gemma2.cli", "--out", str(tmp_path / "ddp"), *ARGS,
     ]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -66,11 +62,20 @@ def test_command_line_resume_and_errors(tmp_path, capsys):
     out = tmp_path / "run"
     assert run_single(out) == 0
     first = json.loads((out / "results.json").read_text())
+    lines = read_metrics(out)
     assert run_single(out) == 2  # a checkpoint is there: no silent restart
-    assert "--resume" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"error: {out} holds a checkpoint; pass --resume or choose another --out.\n"
+    )
     assert main(["--out", str(out), "--resume", *ARGS]) == 0  # finished: reloads, same result
     assert json.loads((out / "results.json").read_text()) == first
+    assert read_metrics(out) == lines  # nothing trained again, nothing logged twice
     assert main(["--out", str(tmp_path / "b"), "--set", "objective=distil", *ARGS]) == 2
-    assert "one of 'ntp', 'kd'" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "error: Invalid config: objective must be one of ntp, kd, got 'distil'\n"
+    )
     assert main(["--out", str(tmp_path / "c"), "--data", "missing.npy", *ARGS]) == 2
-    assert "expected 'synthetic' or an existing .npy" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "error: --data 'missing.npy': expected 'synthetic' or an existing .npy file of token ids.\n"
+    )
+    assert not (tmp_path / "b").exists()
