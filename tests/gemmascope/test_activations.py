@@ -13,14 +13,13 @@ from alignlab.gemma2 import Gemma2Config, Gemma2ForCausalLM
 from alignlab.gemmascope.activations import (
     ActivationChunk,
     ActivationSource,
-    ShuffledBuffer,
+    bos_windows,
     default_special_ids,
-    read_shards,
-    site_batches,
     token_mask,
     token_windows,
-    write_shards,
 )
+from alignlab.gemmascope.buffer import ShuffledBuffer, site_batches
+from alignlab.gemmascope.shards import read_shards, write_shards
 from alignlab.gemmascope.sites import capture_sites
 
 PAD, EOS, BOS = 0, 1, 2
@@ -179,6 +178,16 @@ def test_sequential_windows_cover_the_stream_once():
     batches = list(token_windows(stream, batch_size=2, seq_len=10, order="sequential"))
     assert [tuple(b.shape) for b in batches] == [(2, 10), (2, 10), (1, 7)]
     assert torch.equal(torch.cat([b.flatten() for b in batches]), torch.arange(47))
+
+
+def test_bos_windows_start_at_bos_and_are_spread_out():
+    stream = np.array([2, 5, 6, 7, 1, 2, 8, 9, 1, 2, 3, 4, 5, 6, 1, 2, 7], dtype=np.int64)
+    w = bos_windows(stream, bos_id=2, seq_len=4, n=10)
+    assert w.dtype == torch.int64 and (w[:, 0] == 2).all()
+    assert w.tolist() == [[2, 5, 6, 7], [2, 8, 9, 1], [2, 3, 4, 5]]  # the last <bos> is too late
+    assert bos_windows(stream, 2, 4, 2).tolist() == [[2, 5, 6, 7], [2, 3, 4, 5]]
+    with pytest.raises(AlignlabError, match="no <bos> at least 4 tokens before"):
+        bos_windows(stream, bos_id=99, seq_len=4, n=3)
 
 
 def test_activation_source_is_deterministic_given_the_seed(model):

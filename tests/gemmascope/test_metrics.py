@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from alignlab.core.errors import AlignlabError
 from alignlab.gemma2 import Gemma2Config, Gemma2ForCausalLM
 from alignlab.gemma2.data import eval_batches, token_stream
+from alignlab.gemmascope.lm_metrics import spliced_lm_metrics
 from alignlab.gemmascope.metrics import (
     ReconstructionStats,
     evaluate_reconstruction,
     mean_max_cosine,
-    spliced_lm_metrics,
 )
 from alignlab.gemmascope.sae import JumpReLUSAE
 from alignlab.gemmascope.synthetic import SyntheticActivations, SyntheticConfig

@@ -8,6 +8,8 @@ import math
 import pytest
 import torch
 
+from alignlab.core.checkpoint import Checkpointer
+from alignlab.core.config import validate
 from alignlab.core.errors import AlignlabError
 from alignlab.gemmascope.sae import PARAM_NAMES, JumpReLUSAE, jumprelu, rectangle, step
 from alignlab.gemmascope.train import (
@@ -18,6 +20,8 @@ from alignlab.gemmascope.train import (
     l0_coefficient_at,
     lr_at,
     new_sae,
+    restore_trainers,
+    save_trainers,
     train_sae,
 )
 
@@ -249,10 +253,21 @@ def test_warmups_scale_with_the_run_and_default_to_the_papers_fractions():
     assert SAETrainConfig(lr_warmup_frac=0.0).warmup_steps(100)[0] == 0
 
 
-def test_config_errors():
-    for bad in (dict(d_sae=0), dict(lr=0.0), dict(l0_coefficient=-1.0), dict(adam_beta2=1.0)):
-        with pytest.raises(AlignlabError):
-            SAETrainConfig(**bad).validate()
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(d_sae=0), "d_sae must be >= 1, got 0"),
+        (dict(lr=0.0), "lr must be > 0, got 0.0"),
+        (dict(l0_coefficient=-1.0), "l0_coefficient must be >= 0, got -1.0"),
+        (dict(adam_beta2=1.0), r"adam_beta2 must be in \[0, 1\), got 1.0"),
+        (dict(dense_threshold=0.0), r"dense_threshold must be in \(0, 1\], got 0.0"),
+    ],
+)
+def test_config_errors_name_the_field(bad, message):
+    with pytest.raises(AlignlabError, match=f"^Invalid config: {message}$"):
+        validate(SAETrainConfig(**bad))
+    with pytest.raises(AlignlabError, match=f"^Invalid config: {message}$"):
+        SAETrainer(new_sae(4, SAETrainConfig(d_sae=8)), SAETrainConfig(**bad), 10)
 
 
 def _data(n=512, d=8, seed=0):
@@ -310,26 +325,43 @@ def test_training_reduces_the_loss_and_lambda_controls_sparsity():
     assert fvu < 0.2
 
 
-def test_checkpoint_round_trip_continues_identically():
+def test_checkpoint_round_trip_continues_identically(tmp_path):
+    """Trainers saved mid-run (SAE, Adam, counters) and loaded into fresh ones continue
+    exactly as the uninterrupted trainers do."""
     x = _data(640, 8, seed=7)
-    cfg = SAETrainConfig(d_sae=16, lr=1e-2, l0_coefficient=1e-2, dead_window=200)
+    cfgs = [
+        SAETrainConfig(d_sae=16, lr=1e-2, l0_coefficient=lam, dead_window=200)
+        for lam in (1e-2, 1e-1)
+    ]
     C = estimate_input_scale([x])
     batches = [b / C for b in x.split(64)]
 
-    a = SAETrainer(new_sae(8, cfg, C), cfg, 10)
+    a = {f"sae/{i}": SAETrainer(new_sae(8, c, C), c, 10) for i, c in enumerate(cfgs)}
     for b in batches[:4]:
-        a.step(b)
-    tensors, state = a.state_tensors("p."), a.state_json()
+        for tr in a.values():
+            tr.step(b)
+    save_trainers(Checkpointer(tmp_path), 4, a)
     for b in batches[4:]:
-        a.step(b)
+        for tr in a.values():
+            tr.step(b)
 
-    b_tr = SAETrainer(new_sae(8, SAETrainConfig(d_sae=16, init_seed=9), 1.0), cfg, 10)
-    b_tr.load_state({k: v.clone() for k, v in tensors.items()}, state, "p.")
+    fresh = SAETrainConfig(d_sae=16, init_seed=9)
+    b_tr = {f"sae/{i}": SAETrainer(new_sae(8, fresh, 1.0), c, 10) for i, c in enumerate(cfgs)}
+    ck = Checkpointer(tmp_path).load()
+    assert ck.step == 4 and any(k.startswith("optim.sae1.") for k in ck.tensors)
+    restore_trainers(ck, b_tr)
     for b in batches[4:]:
-        b_tr.step(b)
-    for k in PARAM_NAMES:
-        assert torch.equal(getattr(a.sae, k), getattr(b_tr.sae, k)), k
-    assert a.dead_fraction == b_tr.dead_fraction and a.tokens == b_tr.tokens
+        for tr in b_tr.values():
+            tr.step(b)
+    for name in a:
+        for k in PARAM_NAMES:
+            assert torch.equal(getattr(a[name].sae, k), getattr(b_tr[name].sae, k)), (name, k)
+        assert a[name].sae.input_scale == b_tr[name].sae.input_scale == C
+        assert a[name].dead_fraction == b_tr[name].dead_fraction
+        assert a[name].tokens == b_tr[name].tokens == 640
+        assert torch.equal(a[name].last_fired, b_tr[name].last_fired)
+    with pytest.raises(AlignlabError, match="other SAEs"):
+        restore_trainers(ck, {"another": b_tr["sae/0"]})
 
 
 def test_dead_and_dense_accounting():

@@ -164,25 +164,25 @@ def test_dictionary_recovers_itself():
 
 
 @pytest.mark.parametrize(
-    "kw,match",
+    "kw,message",
     [
-        (dict(n_features=0), "n_features"),
-        (dict(d_in=0), "d_in"),
-        (dict(l0=65.0), "l0 must be in"),
-        (dict(l0=0.0), "l0 must be in"),
-        (dict(l0=None), "exactly one of l0"),
-        (dict(firing_prob=0.1), "exactly one of l0"),
-        (dict(l0=None, firing_prob=1.5), "firing_prob"),
-        (dict(magnitude="gamma"), "unknown SyntheticConfig.magnitude"),
-        (dict(noise_std=-1.0), "noise_std"),
-        (dict(magnitude_scale=0.0, magnitude_offset=0.0), "must be > 0"),
-        (dict(n_correlated_pairs=33), "n_correlated_pairs"),
-        (dict(pair_correlation=1.5), "pair_correlation"),
-        (dict(zipf_exponent=float("nan")), "zipf_exponent"),
+        (dict(n_features=0), "n_features must be >= 1, got 0"),
+        (dict(d_in=0), "d_in must be >= 1, got 0"),
+        (dict(l0=65.0), r"l0 must be <= n_features \(64\), got 65.0"),
+        (dict(l0=0.0), "l0 must be > 0, got 0.0"),
+        (dict(l0=None), "l0 must be set exactly when firing_prob is not"),
+        (dict(firing_prob=0.1), "l0 must be set exactly when firing_prob is not"),
+        (dict(l0=None, firing_prob=1.5), r"firing_prob must be in \(0, 1\], got 1.5"),
+        (dict(magnitude="gamma"), "magnitude must be one of half_normal, exponential"),
+        (dict(noise_std=-1.0), "noise_std must be >= 0, got -1.0"),
+        (dict(magnitude_scale=0.0, magnitude_offset=0.0), r"magnitude_scale \+ magnitude_offset"),
+        (dict(n_correlated_pairs=33), "n_correlated_pairs must be <= n_features / 2"),
+        (dict(pair_correlation=1.5), r"pair_correlation must be in \[0, 1\], got 1.5"),
+        (dict(zipf_exponent=float("nan")), "zipf_exponent must be >= 0, got nan"),
     ],
 )
-def test_config_validation(kw, match):
-    with pytest.raises(AlignlabError, match=match):
+def test_config_validation_names_the_field(kw, message):
+    with pytest.raises(AlignlabError, match=f"^Invalid config: {message}"):
         make(**kw)
 
 

@@ -1,13 +1,13 @@
-"""Activations for SAE training: model runs, special-token masking, a shuffling buffer, shards.
+"""Activations for SAE training: model runs, special-token masking, windows, fingerprints.
 
 Gemma Scope §3.2 "Inputs" (notes "Hyperparameters"): SAEs train on activations of every
 non-special token (BOS, EOS and padding excluded), shuffled in buckets of ~10⁶ tokens, in fp32.
-The sites are those of §4 (`alignlab.gemmascope.sites`). The pipeline here is
+The sites are those of §4 (`alignlab.gemmascope.sites`). The pipeline is
 
     ActivationSource(model, stream, sites, ...)   one forward pass per batch of windows serves
                                                   every requested site; special tokens dropped
-        -> write_shards(...) / read_shards(...)   optional safetensors cache on disk
-        -> ShuffledBuffer(source, ...)            bounded "mixing" buffer, one permutation
+        -> shards.write_shards / read_shards      optional safetensors cache on disk
+        -> buffer.ShuffledBuffer(source, ...)     bounded "mixing" buffer, one permutation
                                                   shared by every site
         -> dicts {(site, layer): (batch_size, d)} one training step of every SAE
 
@@ -21,51 +21,35 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from alignlab.core.console import Bar
 from alignlab.core.errors import AlignlabError
-from alignlab.core.io import atomic_write_bytes, atomic_write_json, read_json
 
-from .sites import (
-    SiteKey,
-    capture_sites,
-    check_sites,
-    is_hf_gemma2,
-    parse_site_name,
-    site_dim,
-    site_name,
-)
+from .sites import SiteKey, capture_sites, check_sites, is_hf_gemma2, site_dim
 
 __all__ = [
     "ActivationChunk",
     "ActivationSource",
-    "ShardSource",
-    "ShuffledBuffer",
+    "bos_windows",
+    "chunk_acts",
+    "chunk_rows",
     "default_special_ids",
     "model_fingerprint",
-    "read_shards",
-    "site_batches",
+    "report_progress",
     "token_mask",
     "token_windows",
-    "write_shards",
 ]
 
 ProgressCallback = Callable[[int, int | None], None]
 """progress(tokens_done, tokens_total or None), called after each chunk."""
-
-INDEX_NAME = "index.json"
-INDEX_FORMAT = "alignlab.gemmascope.activations/1"
-POSITIONS = "positions"  # extra shard tensors: each kept token's position in its window,
-TOKEN_IDS = "token_ids"  # and its id
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,6 +140,18 @@ def token_windows(
         yield torch.from_numpy(tokens[None, n_full * seq_len :].astype(np.int64))
 
 
+def bos_windows(stream: np.ndarray, bos_id: int, seq_len: int, n: int) -> torch.Tensor:
+    """Up to `n` windows (n, seq_len) int64 of a token stream that each start at a <bos>,
+    spread evenly over the stream, so token position t in a window is position t of a
+    document (the loss by position of Gemma Scope's Fig. 4 needs this)."""
+    starts = np.flatnonzero(stream[: len(stream) - seq_len + 1] == bos_id)
+    if len(starts) == 0:
+        raise AlignlabError(f"no <bos> at least {seq_len} tokens before the stream's end")
+    pick = starts[np.linspace(0, len(starts) - 1, min(n, len(starts))).round().astype(int)]
+    pick = np.unique(pick)
+    return torch.from_numpy(np.stack([stream[s : s + seq_len] for s in pick]).astype(np.int64))
+
+
 def _as_batches(
     tokens: Any, *, batch_size: int, seq_len: int | None, order: Order, seed: int
 ) -> Iterator[torch.Tensor]:
@@ -228,14 +224,14 @@ class ActivationChunk:
 
     @property
     def n_tokens(self) -> int:
-        return _n_rows(self.acts)
+        return chunk_rows(self.acts)
 
 
 class ActivationSource:
     """Activations of `model` at `sites` over token ids, one forward pass per batch.
 
     `tokens` is a 1-D token stream (documents as <bos> ... <eos>, e.g.
-    `alignlab.gemma2.experiments.load_data(...).train`) cut into windows of `seq_len` tokens
+    `alignlab.gemma2.teacher.load_data(...).train`) cut into windows of `seq_len` tokens
     (`token_windows`: seeded random windows or sequential ones), a 2-D array of fixed
     sequences, or any iterable of (B, T) batches. Each batch runs once through the model in
     eval mode under `torch.no_grad()`, capturing all sites together; special tokens (BOS, EOS,
@@ -330,7 +326,7 @@ class ActivationSource:
         was_training = model.training
         model.eval()
         done = 0
-        with _Reporter(self.progress, self.max_tokens) as report:
+        with report_progress(self.progress, self.max_tokens) as report:
             try:
                 for i, ids in enumerate(batches):
                     if self.max_batches is not None and i >= self.max_batches:
@@ -390,422 +386,35 @@ def _take(chunk: ActivationChunk, n: int) -> ActivationChunk:
     )
 
 
-class _Reporter:
-    """Optional progress: a callback, a rich bar (progress=True), or nothing."""
-
-    def __init__(self, progress: bool | ProgressCallback | None, total: int | None):
-        self.progress = progress
-        self.total = total
-        self._bar: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> Callable[[int], None]:
-        if self.progress is True:
-            from alignlab.core.console import progress as rich_progress
-
-            self._bar = rich_progress()
-            self._bar.__enter__()
-            self._task = self._bar.add_task("activations (tokens)", total=self.total)
-        return self.report
-
-    def report(self, done: int) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, completed=done)
-        elif callable(self.progress):
-            self.progress(done, self.total)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-
-
-# --------------------------------------------------------------------------------------------
-# Shuffling buffer
-
-
-def _chunk_acts(item: Any) -> Mapping[SiteKey, torch.Tensor]:
+def chunk_acts(item: Any) -> Mapping[SiteKey, torch.Tensor]:
+    """The per-site activations of a chunk (an `ActivationChunk` or a plain dict)."""
     return item.acts if isinstance(item, ActivationChunk) else item
 
 
-@dataclass
-class ShuffledBuffer:
-    """A memory-bounded shuffling ("mixing") buffer over chunks of per-site activations.
-
-    Gemma Scope §3.2 shuffles activations in buckets of ~10⁶ tokens; SAELens' mixing buffer
-    does the same. Here: the buffer fills to `capacity` rows (tokens), draws a random
-    permutation of its rows, yields `half // batch_size` batches of `batch_size` rows from it
-    (half = rows held // 2), then refills the freed rows from the source and repeats. When the
-    source ends, the remaining rows are yielded in one more shuffled pass, the last batch
-    short unless `drop_last`. With a finite source every row is yielded exactly once.
-
-    Sites share the permutation: row r of the batch for site A and row r of the batch for
-    site B are the same token, which is what one-pass multi-SAE training needs (one batch of
-    tokens trains every site's SAE) and what cross-site metrics need. Batches are dicts
-    {(site, layer): float32 (batch_size, d_site)}.
-
-    Storage is preallocated once on `device`, `capacity` rows per site: `nbytes` =
-    capacity × Σ d_site × 4 bytes, and it never grows (rows are copied into free slots; one
-    input chunk may be held in part until there is room). The default capacity, 2**17 tokens,
-    suits CPU-sized models; Gemma Scope's ~10⁶ would take 9.7 GB for one 2B residual site.
-    Deterministic given `seed` and the source. `source` is any iterable of dicts
-    {(site, layer): (n, d)} (or `ActivationChunk`s): an `ActivationSource`, a `ShardSource`,
-    or a list. Iterating the buffer iterates the source once (one epoch for a finite source);
-    one buffer serves one iteration at a time (the storage is shared).
-    """
-
-    source: Iterable[Any]
-    batch_size: int
-    capacity: int = 2**17
-    seed: int = 0
-    drop_last: bool = False
-    dims: Mapping[SiteKey, int] | None = None
-    device: torch.device | str = "cpu"
-    _storage: dict[SiteKey, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
-    _occupied: torch.Tensor | None = field(default=None, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise AlignlabError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.capacity < 2 * self.batch_size:
-            raise AlignlabError(
-                f"buffer capacity ({self.capacity} tokens) must be at least 2 × batch_size "
-                f"({2 * self.batch_size}): half the buffer is served between refills"
-            )
-        if self.dims is None and hasattr(self.source, "dims"):
-            self.dims = dict(self.source.dims)
-
-    @property
-    def nbytes(self) -> int:
-        """capacity × Σ site widths × 4 bytes (fp32). Needs `dims` (given, taken from the
-        source, or known after the first chunk)."""
-        if self.dims is None:
-            raise AlignlabError(
-                "buffer size unknown until the first chunk: pass dims={(site, layer): d, ...}"
-            )
-        return self.capacity * sum(self.dims.values()) * 4
-
-    @property
-    def n_rows(self) -> int:
-        """Rows (tokens) held right now; never more than `capacity`."""
-        return 0 if self._occupied is None else int(self._occupied.sum())
-
-    def _allocate(self, first: Mapping[SiteKey, torch.Tensor]) -> None:
-        dims = {key: int(t.shape[1]) for key, t in first.items()}
-        if self.dims is not None and dict(self.dims) != dims:
-            raise AlignlabError(
-                f"source chunk sites/widths {dims} do not match the buffer's dims {self.dims}"
-            )
-        self.dims = dims
-        self._storage = {
-            k: torch.empty(self.capacity, d, device=self.device) for k, d in dims.items()
-        }
-        self._occupied = torch.zeros(self.capacity, dtype=torch.bool, device=self.device)
-
-    def _insert(self, chunk: Mapping[SiteKey, torch.Tensor], start: int) -> int:
-        """Copy rows chunk[start:] into free slots; return the next row not copied."""
-        assert self._occupied is not None
-        free = (~self._occupied).nonzero().squeeze(1)
-        n_rows = _n_rows(chunk)
-        k = min(len(free), n_rows - start)
-        slots = free[:k]
-        for key, dest in self._storage.items():
-            dest[slots] = chunk[key][start : start + k].to(dest.device, torch.float32)
-        self._occupied[slots] = True
-        return start + k
-
-    def __iter__(self) -> Iterator[dict[SiteKey, torch.Tensor]]:
-        gen = torch.Generator().manual_seed(self.seed)
-        it = iter(self.source)
-        pending: Mapping[SiteKey, torch.Tensor] | None = None
-        start = 0
-        exhausted = False
-        self._occupied = None
-        while True:
-            # fill to capacity
-            while not exhausted and (self._occupied is None or self.n_rows < self.capacity):
-                if pending is None or start >= _n_rows(pending):
-                    try:
-                        pending, start = _chunk_acts(next(it)), 0
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    if self._occupied is None:
-                        self._allocate(pending)
-                    elif set(pending) != set(self._storage):
-                        raise AlignlabError(
-                            f"source chunk sites {sorted(pending)} differ from the first "
-                            f"chunk's {sorted(self._storage)}"
-                        )
-                start = self._insert(pending, start)
-            if self._occupied is None:
-                return  # empty source
-            held = self._occupied.nonzero().squeeze(1)
-            order = held[torch.randperm(len(held), generator=gen).to(held.device)]
-            if exhausted:  # drain everything
-                n_batches = (
-                    len(order) // self.batch_size
-                    if self.drop_last
-                    else math.ceil(len(order) / self.batch_size)
-                )
-            else:
-                n_batches = (len(order) // 2) // self.batch_size
-            for b in range(n_batches):
-                rows = order[b * self.batch_size : (b + 1) * self.batch_size]
-                batch = {key: t[rows] for key, t in self._storage.items()}
-                self._occupied[rows] = False
-                yield batch
-            if exhausted:
-                self._occupied[:] = False
-                return
-
-
-def _n_rows(chunk: Mapping[SiteKey, torch.Tensor]) -> int:
-    sizes = {int(t.shape[0]) for t in chunk.values()}
+def chunk_rows(acts: Mapping[SiteKey, torch.Tensor]) -> int:
+    """The number of tokens in a chunk's per-site activations (the same at every site)."""
+    sizes = {int(t.shape[0]) for t in acts.values()}
     if len(sizes) != 1:
         raise AlignlabError(f"sites of one chunk hold different numbers of tokens: {sizes}")
     return sizes.pop()
 
 
-def site_batches(
-    batches: Iterable[Mapping[SiteKey, torch.Tensor]], key: SiteKey
-) -> Iterator[torch.Tensor]:
-    """One site's (batch_size, d) tensors from a stream of per-site dicts (e.g. a
-    ShuffledBuffer), for trainers that take a plain iterator of activation batches."""
-    for batch in batches:
-        if key not in batch:
-            raise AlignlabError(
-                f"no site {site_name(key)} in the batches; they hold: "
-                f"{', '.join(site_name(k) for k in batch)}"
-            )
-        yield batch[key]
+@contextmanager
+def report_progress(
+    progress: bool | ProgressCallback | None, total: int | None
+) -> Iterator[Callable[[int], None]]:
+    """`report(tokens_done)` for a loop over activations: it drives a `core.console.Bar`
+    (progress=True), calls the caller's `progress(tokens_done, total)`, or does nothing."""
+    if progress is True:
+        with Bar(total, "activations (tokens)") as bar:
+            shown = [0]
 
+            def report(done: int) -> None:
+                bar.advance(done - shown[0])
+                shown[0] = done
 
-# --------------------------------------------------------------------------------------------
-# Disk cache: safetensors shards
-
-
-def _shard_name(i: int) -> str:
-    return f"shard_{i:05d}.safetensors"
-
-
-def write_shards(
-    source: Iterable[Any],
-    folder: str | os.PathLike,
-    tokens_per_shard: int,
-    max_tokens: int | None = None,
-    *,
-    fingerprint: Mapping[str, Any] | None = None,
-    overwrite: bool = False,
-    progress: bool | ProgressCallback | None = None,
-) -> dict[str, Any]:
-    """Write a source's activations to `folder` as safetensors shards; return the index.
-
-    Each shard `shard_00000.safetensors` holds one float32 tensor (n, d) per site, named
-    "<site>.<layer>" (e.g. "attn_z.3"), plus "positions" and "token_ids" (n,) int64 when the
-    source yields `ActivationChunk`s (an `ActivationSource` does). Every shard but the last
-    holds exactly `tokens_per_shard` tokens; writing stops after `max_tokens` (the source may be endless). `index.json` records the
-    format, sites, widths, per-shard token counts, the total and a fingerprint (by default the
-    source's `fingerprint()` when it has one: model config, weights hash, windowing).
-
-    Writes are atomic (temporary file, fsync, rename): an interrupted run leaves only whole
-    shards and an index, marked `"complete": false`, listing exactly those. A folder that
-    already holds an index is refused unless `overwrite=True`.
-    """
-    if tokens_per_shard < 1:
-        raise AlignlabError(f"tokens_per_shard must be >= 1, got {tokens_per_shard}")
-    if max_tokens is not None and max_tokens < 1:
-        raise AlignlabError(f"max_tokens must be >= 1, got {max_tokens}")
-    from safetensors.torch import save
-
-    folder = Path(folder)
-    index_path = folder / INDEX_NAME
-    if index_path.exists():
-        old = _read_index(folder)
-        if not overwrite:
-            raise AlignlabError(
-                f"{folder} already holds an activation cache ({old['total_tokens']} tokens of "
-                f"{', '.join(old['sites'])}); read it with read_shards, choose another folder "
-                "or pass overwrite=True"
-            )
-        index_path.unlink()
-        for shard in old["shards"]:
-            (folder / shard["file"]).unlink(missing_ok=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    if fingerprint is None and hasattr(source, "fingerprint"):
-        fingerprint = source.fingerprint()
-
-    index: dict[str, Any] = {
-        "format": INDEX_FORMAT,
-        "sites": None,
-        "dims": None,
-        "tokens_per_shard": tokens_per_shard,
-        "shards": [],
-        "total_tokens": 0,
-        "complete": False,
-        "fingerprint": dict(fingerprint or {}),
-    }
-    parts: list[dict[str, torch.Tensor]] = []
-    held = 0
-
-    def flush(n: int) -> None:
-        """Write the first n held tokens as one shard."""
-        nonlocal parts, held
-        merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        shard = {k: v[:n].contiguous() for k, v in merged.items()}
-        rest = {k: v[n:] for k, v in merged.items()}
-        name = _shard_name(len(index["shards"]))
-        atomic_write_bytes(folder / name, save(shard))
-        index["shards"].append({"file": name, "tokens": n})
-        index["total_tokens"] += n
-        atomic_write_json(folder / INDEX_NAME, index)
-        held -= n
-        parts = [rest] if held else []
-
-    with _Reporter(progress, max_tokens) as report:
-        items = source.chunks() if isinstance(source, ActivationSource) else source
-        for item in items:
-            acts = _chunk_acts(item)
-            tensors = {site_name(k): v.detach().float().cpu() for k, v in acts.items()}
-            if isinstance(item, ActivationChunk):
-                tensors[POSITIONS] = item.positions.long().cpu()
-                tensors[TOKEN_IDS] = item.token_ids.long().cpu()
-            if index["sites"] is None:
-                index["sites"] = [site_name(k) for k in acts]
-                index["dims"] = {site_name(k): int(v.shape[1]) for k, v in acts.items()}
-                atomic_write_json(folder / INDEX_NAME, index)
-            elif [site_name(k) for k in acts] != index["sites"]:
-                raise AlignlabError(
-                    f"source chunk sites {[site_name(k) for k in acts]} differ from the first "
-                    f"chunk's {index['sites']}"
-                )
-            n = _n_rows(acts)
-            if max_tokens is not None:
-                n = min(n, max_tokens - index["total_tokens"] - held)
-                tensors = {k: v[:n] for k, v in tensors.items()}
-            parts.append(tensors)
-            held += n
-            while held >= tokens_per_shard:
-                flush(tokens_per_shard)
-            report(index["total_tokens"] + held)
-            if max_tokens is not None and index["total_tokens"] + held >= max_tokens:
-                break
-        if held:
-            flush(held)
-    if index["sites"] is None:
-        raise AlignlabError("the activation source yielded no tokens; nothing was written")
-    index["complete"] = True
-    atomic_write_json(folder / INDEX_NAME, index)
-    return index
-
-
-def _read_index(folder: Path) -> dict[str, Any]:
-    path = folder / INDEX_NAME
-    if not path.is_file():
-        raise AlignlabError(
-            f"{folder} holds no activation cache ({INDEX_NAME} missing); write one with "
-            "write_shards"
-        )
-    try:
-        index = read_json(path)
-    except (OSError, json.JSONDecodeError) as e:
-        raise AlignlabError(f"cannot read {path}: {e}") from e
-    if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
-        raise AlignlabError(
-            f"{path} is not an activation-cache index (format {INDEX_FORMAT!r} expected)"
-        )
-    return index
-
-
-def _fingerprint_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _fingerprint_diff(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [prefix.rstrip(".")]
-
-
-class ShardSource:
-    """A cache written by `write_shards`, read back as a re-iterable source of chunks.
-
-    Iterating yields one `ActivationChunk` per shard (positions and token ids are empty
-    if none were stored), holding only the requested `sites` (all of the cache's by default); a
-    `ShuffledBuffer` accepts it directly. `dims`, `total_tokens` and `index` describe it.
-    """
-
-    def __init__(
-        self,
-        folder: str | os.PathLike,
-        sites: Sequence[SiteKey] | None = None,
-        fingerprint: Mapping[str, Any] | None = None,
-        allow_incomplete: bool = False,
-    ):
-        self.folder = Path(folder)
-        self.index = index = _read_index(self.folder)
-        available = [parse_site_name(s) for s in index["sites"] or []]
-        if not index["complete"] and not allow_incomplete:
-            raise AlignlabError(
-                f"the activation cache in {self.folder} is incomplete (its writer stopped after "
-                f"{index['total_tokens']} tokens); write it again or pass allow_incomplete=True"
-            )
-        if sites is None:
-            self.sites = available
-        else:
-            self.sites = [tuple(s) for s in sites]  # type: ignore[misc]
-            missing = [s for s in self.sites if s not in available]
-            if missing:
-                raise AlignlabError(
-                    f"the activation cache in {self.folder} does not hold site(s) "
-                    f"{', '.join(site_name(s) for s in missing)}; it holds: "
-                    f"{', '.join(index['sites'])}"
-                )
-        if fingerprint is not None:
-            diff = _fingerprint_diff(
-                json.loads(json.dumps(dict(fingerprint), default=str)), index["fingerprint"]
-            )
-            if diff:
-                raise AlignlabError(
-                    f"the activation cache in {self.folder} was made by another model or data "
-                    f"setting; differing fingerprint fields: {', '.join(diff)}"
-                )
-        self.dims = {key: int(index["dims"][site_name(key)]) for key in self.sites}
-        self.total_tokens = int(index["total_tokens"])
-        for shard in index["shards"]:
-            if not (self.folder / shard["file"]).is_file():
-                raise AlignlabError(f"shard {shard['file']} listed in {INDEX_NAME} is missing")
-
-    def __len__(self) -> int:
-        return len(self.index["shards"])
-
-    def __iter__(self) -> Iterator[ActivationChunk]:
-        from safetensors import safe_open
-
-        for shard in self.index["shards"]:
-            path = self.folder / shard["file"]
-            with safe_open(str(path), framework="pt") as f:
-                names = set(f.keys())
-                acts = {key: f.get_tensor(site_name(key)) for key in self.sites}
-                extra = {
-                    name: f.get_tensor(name) if name in names else torch.empty(0, dtype=torch.long)
-                    for name in (POSITIONS, TOKEN_IDS)
-                }
-            n = _n_rows(acts)
-            if n != shard["tokens"]:
-                raise AlignlabError(
-                    f"shard {shard['file']} holds {n} tokens but {INDEX_NAME} says "
-                    f"{shard['tokens']}; the cache is corrupt, write it again"
-                )
-            yield ActivationChunk(acts, extra[POSITIONS], extra[TOKEN_IDS])
-
-
-def read_shards(
-    folder: str | os.PathLike,
-    sites: Sequence[SiteKey] | None = None,
-    *,
-    fingerprint: Mapping[str, Any] | None = None,
-    allow_incomplete: bool = False,
-) -> ShardSource:
-    """Open a `write_shards` cache. Refused (AlignlabError) when `sites` asks for a site the
-    cache lacks, when `fingerprint` (e.g. `ActivationSource.fingerprint()`) differs from the
-    stored one, or when the writer did not finish (unless `allow_incomplete`)."""
-    return ShardSource(folder, sites, fingerprint, allow_incomplete)
+            yield report
+    elif callable(progress):
+        yield lambda done: progress(done, total)
+    else:
+        yield lambda done: None

@@ -50,8 +50,6 @@ import io
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -60,7 +58,7 @@ import numpy as np
 import torch
 
 from alignlab.core.errors import AlignlabError
-from alignlab.core.io import atomic_write_bytes
+from alignlab.core.io import atomic_folder, atomic_write_bytes
 
 from .sae import PARAM_NAMES, JumpReLUSAE, check_release_shapes
 
@@ -141,8 +139,8 @@ def save_npz(sae: JumpReLUSAE, path: str | os.PathLike) -> Path:
     """Write `sae` in the Gemma Scope release format (`params.npz`; module docstring).
 
     The folded form (App. A) is saved, so the file takes raw activations whatever
-    `sae.input_scale` and `sae.apply_b_dec_to_input` are. The write is atomic (temporary file
-    in the same folder, fsync, rename); on any failure nothing is left at `path` and an
+    `sae.input_scale` and `sae.apply_b_dec_to_input` are. The write is atomic
+    (`alignlab.core.io.atomic_write_bytes`: temporary file in the same folder, fsync, rename); on any failure nothing is left at `path` and an
     existing file there is untouched. Returns the path written."""
     path = Path(path)
     params = _release_tensors(sae, f"cannot save {path}")
@@ -235,26 +233,6 @@ def saelens_config(
     }
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def save_saelens(
     sae: JumpReLUSAE,
     folder: str | os.PathLike,
@@ -274,9 +252,10 @@ def save_saelens(
     hook_z, `reshape_activations` is "hook_z", SAELens' convention for attention SAEs).
     `extra_metadata` is merged into `cfg.json["metadata"]` (SAELens keeps unknown keys).
 
-    The folder is built as a temporary sibling and renamed into place. An existing folder is
-    replaced only if it holds nothing but the two SAELens files (so nothing else is ever
-    deleted); otherwise AlignlabError. Returns the folder."""
+    The folder is built as a temporary sibling and renamed into place
+    (`alignlab.core.io.atomic_folder`). An existing folder is replaced only if it holds nothing
+    but the two SAELens files (so nothing else is ever deleted); otherwise AlignlabError.
+    Returns the folder."""
     from safetensors.torch import save as safetensors_save
 
     folder = Path(folder)
@@ -299,40 +278,11 @@ def save_saelens(
                 f"{where}: the folder exists and holds other files ({', '.join(others[:5])}"
                 f"{', …' if len(others) > 5 else ''}); refusing to replace it"
             )
-    parent = folder.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{folder.name}.", suffix=".tmp"))
-    old: Path | None = None
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())
-        weights = safetensors_save({k: params[k] for k in PARAM_NAMES})
-        _write_file(tmp / SAELENS_WEIGHTS_FILENAME, weights)
-        _write_file(tmp / SAELENS_CFG_FILENAME, cfg_bytes)
-        _fsync_dir(tmp)
-        if folder.exists():
-            old = Path(tempfile.mkdtemp(dir=parent, prefix=f".{folder.name}.", suffix=".old"))
-            os.replace(folder, old / "x")  # move the old folder aside (one rename)
-            try:
-                os.replace(tmp, folder)
-            except BaseException:
-                os.replace(old / "x", folder)  # put the old folder back
-                raise
-        else:
-            os.replace(tmp, folder)
-        _fsync_dir(parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    weights = safetensors_save({k: params[k] for k in PARAM_NAMES})
+    with atomic_folder(folder) as tmp:
+        (tmp / SAELENS_WEIGHTS_FILENAME).write_bytes(weights)
+        (tmp / SAELENS_CFG_FILENAME).write_bytes(cfg_bytes)
     return folder
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _scale_from_scaler(folder: Path, where: str) -> float:

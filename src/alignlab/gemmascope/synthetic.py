@@ -27,7 +27,6 @@ x = c D is a sparse-dense (CSR) product. The codes come back dense on request.
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from alignlab.core.config import ConfigError, param, validate
 from alignlab.core.errors import AlignlabError
 
 __all__ = ["MAGNITUDES", "SyntheticActivations", "SyntheticConfig", "firing_probabilities"]
@@ -47,83 +47,59 @@ class SyntheticConfig:
     """Toy superposition settings.
 
     Give exactly one of `l0` (expected active features per sample) and `firing_prob` (mean
-    per-feature firing probability; l0 = firing_prob · n_features).
-
-    magnitude: distribution of Z in magnitude = magnitude_offset + magnitude_scale · Z:
-        "half_normal" |N(0,1)|, "exponential" Exp(1), "uniform" U(0,1), "constant" 1.
-    zipf_exponent: p_i ∝ (i + 1)^(−zipf_exponent); 0.5 by default (a mild decay: at 4096
-        features the first is 64× as frequent as the last).
-    noise_std: std of i.i.d. Gaussian noise added to every coordinate of x (0 = none).
-    n_correlated_pairs, pair_correlation: off by default (module docstring).
-    seed: seeds the dictionary; `SyntheticActivations.stream` derives its default from it.
+    per-feature firing probability; l0 = firing_prob · n_features). `SyntheticActivations`
+    checks the settings (`alignlab.core.config.validate`).
     """
 
-    d_in: int
-    n_features: int
-    l0: float | None = None
-    firing_prob: float | None = None
-    magnitude: str = "half_normal"
-    magnitude_scale: float = 1.0
-    magnitude_offset: float = 0.0
-    zipf_exponent: float = 0.5
-    noise_std: float = 0.0
-    n_correlated_pairs: int = 0
-    pair_correlation: float = 0.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        self.validate()
+    d_in: int = param(help="dimension of the activations x", ge=1)
+    n_features: int = param(help="features in the true dictionary D", ge=1)
+    l0: float | None = param(None, gt=0, help="expected active features per sample")
+    firing_prob: float | None = param(
+        None, gt=0, le=1, help="mean per-feature firing probability (instead of l0)"
+    )
+    magnitude: str = param(
+        "half_normal",
+        choices=MAGNITUDES,
+        help="Z in magnitude = offset + scale · Z: |N(0,1)|, Exp(1), U(0,1) or 1",
+    )
+    magnitude_scale: float = param(1.0, ge=0, help="the scale of an active feature's magnitude")
+    magnitude_offset: float = param(0.0, ge=0, help="the offset of an active feature's magnitude")
+    zipf_exponent: float = param(
+        0.5, ge=0, help="p_i ∝ (i + 1)^(−zipf_exponent); 0.5: the first of 4096 is 64× the last"
+    )
+    noise_std: float = param(0.0, ge=0, help="std of Gaussian noise on every coordinate of x")
+    n_correlated_pairs: int = param(
+        0, ge=0, help="feature pairs (2j, 2j + 1) that co-fire (module docstring)"
+    )
+    pair_correlation: float = param(
+        0.0, ge=0, le=1, help="the chance that feature 2j + 1 copies feature 2j's state"
+    )
+    seed: int = param(0, help="seeds the dictionary; a stream's default seed derives from it")
 
     def validate(self) -> None:
-        """Raise AlignlabError naming the first bad field."""
-        for name in ("d_in", "n_features"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
-                raise AlignlabError(f"SyntheticConfig.{name} must be an integer >= 1, got {v!r}")
+        """The rules that relate several fields."""
         if (self.l0 is None) == (self.firing_prob is None):
-            raise AlignlabError(
-                "SyntheticConfig needs exactly one of l0 (expected active features per sample) "
-                f"and firing_prob, got l0={self.l0!r}, firing_prob={self.firing_prob!r}"
+            raise ConfigError(
+                "l0",
+                "must be set exactly when firing_prob is not, got "
+                f"l0={self.l0!r}, firing_prob={self.firing_prob!r}",
             )
-        if self.firing_prob is not None and not 0.0 < self.firing_prob <= 1.0:
-            raise AlignlabError(
-                f"SyntheticConfig.firing_prob must be in (0, 1], got {self.firing_prob!r}"
+        if self.expected_l0_target > self.n_features:
+            raise ConfigError(
+                "l0", f"must be <= n_features ({self.n_features}), got {self.expected_l0_target}"
             )
-        l0 = self.expected_l0_target
-        if not (math.isfinite(l0) and 0.0 < l0 <= self.n_features):
-            raise AlignlabError(
-                f"SyntheticConfig.l0 must be in (0, n_features={self.n_features}], got {l0!r}"
-            )
-        if self.magnitude not in MAGNITUDES:
-            raise AlignlabError(
-                f"unknown SyntheticConfig.magnitude {self.magnitude!r}; valid: "
-                + ", ".join(MAGNITUDES)
-            )
-        for name in ("magnitude_scale", "magnitude_offset", "zipf_exponent", "noise_std"):
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
-                raise AlignlabError(
-                    f"SyntheticConfig.{name} must be a finite number >= 0, got {v!r}"
-                )
         if self.magnitude_scale + self.magnitude_offset <= 0:
-            raise AlignlabError(
-                "SyntheticConfig.magnitude_scale + magnitude_offset must be > 0 (else every "
-                "coefficient is 0)"
+            raise ConfigError(
+                "magnitude_scale",
+                "+ magnitude_offset must be > 0 (else every coefficient is 0), got "
+                f"{self.magnitude_scale} + {self.magnitude_offset}",
             )
-        k = self.n_correlated_pairs
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
-            raise AlignlabError(f"SyntheticConfig.n_correlated_pairs must be >= 0, got {k!r}")
-        if 2 * k > self.n_features:
-            raise AlignlabError(
-                f"SyntheticConfig.n_correlated_pairs={k} needs 2·{k} features, but n_features="
-                f"{self.n_features}"
+        if 2 * self.n_correlated_pairs > self.n_features:
+            raise ConfigError(
+                "n_correlated_pairs",
+                f"must be <= n_features / 2 ({self.n_features} features), "
+                f"got {self.n_correlated_pairs}",
             )
-        if not 0.0 <= self.pair_correlation <= 1.0:
-            raise AlignlabError(
-                f"SyntheticConfig.pair_correlation must be in [0, 1], got {self.pair_correlation!r}"
-            )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer):
-            raise AlignlabError(f"SyntheticConfig.seed must be an integer, got {self.seed!r}")
 
     @property
     def expected_l0_target(self) -> float:
@@ -169,7 +145,7 @@ class SyntheticActivations:
     """
 
     def __init__(self, config: SyntheticConfig, device: str | torch.device = "cpu"):
-        config.validate()
+        validate(config)
         self.config = config
         self.device = torch.device(device)
         n, d = config.n_features, config.d_in

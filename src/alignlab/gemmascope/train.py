@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from alignlab.core.checkpoint import Checkpoint, Checkpointer
+from alignlab.core.config import param, validate
 from alignlab.core.errors import AlignlabError
 
 from .sae import JumpReLUSAE
@@ -36,41 +38,28 @@ PAPER_STEPS = 8_000_000_000 // 4096  # 1,953,125 steps of 4,096 activations (8B 
 class SAETrainConfig:
     """One SAE's training settings (Gemma Scope §3.2 defaults)."""
 
-    d_sae: int = 4096
-    l0_coefficient: float = 1e-3  # λ; Fig. 3 uses 1e-3
-    lr: float = 7e-5
-    adam_beta1: float = 0.0
-    adam_beta2: float = 0.999
-    adam_eps: float = 1e-8
-    bandwidth: float = 1e-3  # ε, in units where E‖x‖² = 1
-    threshold_init: float = 1e-3  # θ₀
-    lr_warmup_frac: float = 1_000 / PAPER_STEPS
-    l0_warmup_frac: float = 10_000 / PAPER_STEPS
-    dead_window: int = 1_000_000  # tokens in a dead/dense counting window
-    dense_threshold: float = 0.1  # "dense": fires on more than this fraction of tokens
-    dead_loss_coefficient: float = 0.0  # NOT Gemma Scope: optional pre-activation loss
-    init_seed: int = 0
-
-    def validate(self) -> None:
-        if isinstance(self.d_sae, bool) or not isinstance(self.d_sae, int) or self.d_sae < 1:
-            raise AlignlabError(f"d_sae must be a positive integer, got {self.d_sae!r}")
-        positive = ("lr", "adam_eps", "bandwidth", "threshold_init")
-        for name in positive:
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
-                raise AlignlabError(f"{name} must be a finite number > 0, got {v!r}")
-        for name in ("l0_coefficient", "dead_loss_coefficient"):
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
-                raise AlignlabError(f"{name} must be a finite number >= 0, got {v!r}")
-        for name in ("adam_beta1", "adam_beta2", "lr_warmup_frac", "l0_warmup_frac"):
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and 0 <= v < 1):
-                raise AlignlabError(f"{name} must be in [0, 1), got {v!r}")
-        if not 0 < self.dense_threshold <= 1:
-            raise AlignlabError(f"dense_threshold must be in (0, 1], got {self.dense_threshold}")
-        if self.dead_window < 1:
-            raise AlignlabError(f"dead_window must be >= 1 token, got {self.dead_window}")
+    d_sae: int = param(4096, ge=1, help="latents of the SAE (its width)")
+    l0_coefficient: float = param(1e-3, ge=0, help="λ, the sparsity coefficient (Fig. 3 uses 1e-3)")
+    lr: float = param(7e-5, gt=0, help="Adam's learning rate η")
+    adam_beta1: float = param(0.0, ge=0, lt=1, help="Adam's β1")
+    adam_beta2: float = param(0.999, ge=0, lt=1, help="Adam's β2")
+    adam_eps: float = param(1e-8, gt=0, help="Adam's ε")
+    bandwidth: float = param(1e-3, gt=0, help="the STE bandwidth ε, in units where E‖x‖² = 1")
+    threshold_init: float = param(1e-3, gt=0, help="θ₀, every latent's initial threshold")
+    lr_warmup_frac: float = param(
+        1_000 / PAPER_STEPS, ge=0, lt=1, help="the learning-rate warmup, a fraction of the run"
+    )
+    l0_warmup_frac: float = param(
+        10_000 / PAPER_STEPS, ge=0, lt=1, help="the sparsity (λ) warmup, a fraction of the run"
+    )
+    dead_window: int = param(1_000_000, ge=1, help="tokens in a dead/dense counting window")
+    dense_threshold: float = param(
+        0.1, gt=0, le=1, help='"dense": fires on more than this fraction of tokens'
+    )
+    dead_loss_coefficient: float = param(
+        0.0, ge=0, help="NOT Gemma Scope: an optional pre-activation loss on dead latents"
+    )
+    init_seed: int = param(0, help="seeds the SAE's initialisation")
 
     def warmup_steps(self, total_steps: int) -> tuple[int, int]:
         """(lr warmup, λ warmup) in steps for a run of `total_steps` (at least 1 each when
@@ -126,7 +115,7 @@ class SAETrainer:
     batch of *normalised* activations (N, d_in) and returns its scalar metrics."""
 
     def __init__(self, sae: JumpReLUSAE, cfg: SAETrainConfig, total_steps: int):
-        cfg.validate()
+        validate(cfg)
         if total_steps < 1:
             raise AlignlabError(f"total_steps must be >= 1, got {total_steps}")
         self.sae, self.cfg, self.total_steps = sae, cfg, int(total_steps)
@@ -206,21 +195,12 @@ class SAETrainer:
             self.window_counts.zero_()
             self.window_tokens = 0
 
-    # --- checkpointing -------------------------------------------------------------------
+    # --- checkpointing: the accounting counters (the SAE and Adam go by the core's scheme) --
 
-    def state_tensors(self, prefix: str = "") -> dict[str, torch.Tensor]:
-        """Copies of the SAE's parameters, Adam's moments and the accounting counters."""
-        out = {f"{prefix}sae.{k}": v.detach().clone() for k, v in self.sae.state_dict().items()}
-        for i, p in enumerate(self.sae.parameters()):
-            st = self.optimizer.state.get(p, {})
-            for name in ("exp_avg", "exp_avg_sq", "step"):
-                if name in st:
-                    out[f"{prefix}adam.{i}.{name}"] = torch.as_tensor(st[name]).detach().clone()
-        out[f"{prefix}window_counts"] = self.window_counts.clone()
-        out[f"{prefix}last_fired"] = self.last_fired.clone()
-        return out
+    def counter_tensors(self) -> dict[str, torch.Tensor]:
+        return {"window_counts": self.window_counts, "last_fired": self.last_fired}
 
-    def state_json(self) -> dict[str, Any]:
+    def counter_state(self) -> dict[str, Any]:
         return {
             "n_steps": self.n_steps,
             "tokens": self.tokens,
@@ -230,28 +210,43 @@ class SAETrainer:
             "input_scale": self.sae.input_scale,
         }
 
-    def load_state(self, tensors: Mapping[str, torch.Tensor], state: Mapping, prefix: str = ""):
-        sd = {k[len(prefix) + 4 :]: v for k, v in tensors.items() if k.startswith(f"{prefix}sae.")}
-        self.sae.load_state_dict(sd)
-        for i, p in enumerate(self.sae.parameters()):
-            st = {}
-            for name in ("exp_avg", "exp_avg_sq", "step"):
-                key = f"{prefix}adam.{i}.{name}"
-                if key in tensors:
-                    t = tensors[key].clone()
-                    # the moments live with the parameter (a checkpoint loads on the CPU);
-                    # Adam keeps its step count as a CPU tensor
-                    st[name] = t if name == "step" else t.to(p.device)
-            if st:
-                self.optimizer.state[p] = st
-        self.window_counts.copy_(tensors[f"{prefix}window_counts"])
-        self.last_fired.copy_(tensors[f"{prefix}last_fired"])
+    def load_counters(self, tensors: Mapping[str, torch.Tensor], state: Mapping) -> None:
+        self.window_counts.copy_(tensors["window_counts"])
+        self.last_fired.copy_(tensors["last_fired"])
         self.n_steps = int(state["n_steps"])
         self.tokens = int(state["tokens"])
         self.window_tokens = int(state["window_tokens"])
         self.dead_fraction = float(state["dead_fraction"])
         self.dense_fraction = float(state["dense_fraction"])
         self.sae.input_scale = float(state["input_scale"])
+
+
+def save_trainers(checkpoint: Checkpointer, step: int, trainers: Mapping[str, SAETrainer]) -> None:
+    """Checkpoint SAE trainers trained in lockstep: the i-th trainer's SAE and Adam as the
+    module and optimiser `sae<i>` (the core's training-state scheme), its counters as tensors
+    `sae<i>.<counter>` and JSON state under its name."""
+    tensors: dict[str, torch.Tensor] = {}
+    state, modules, optimizers = {}, {}, {}
+    for i, (name, tr) in enumerate(trainers.items()):
+        key = f"sae{i}"
+        modules[key], optimizers[key] = tr.sae, tr.optimizer
+        tensors.update({f"{key}.{k}": v for k, v in tr.counter_tensors().items()})
+        state[name] = tr.counter_state()
+    checkpoint.save(step, tensors, {"trainers": state}, modules=modules, optimizers=optimizers)
+
+
+def restore_trainers(ck: Checkpoint, trainers: Mapping[str, SAETrainer]) -> None:
+    """Load what `save_trainers` saved into trainers of the same names, in the same order."""
+    if list(ck.state["trainers"]) != list(trainers):
+        raise AlignlabError("the checkpoint holds other SAEs than this run trains")
+    keys = {f"sae{i}": tr for i, tr in enumerate(trainers.values())}
+    ck.restore(
+        modules={k: tr.sae for k, tr in keys.items()},
+        optimizers={k: tr.optimizer for k, tr in keys.items()},
+    )
+    for (key, tr), name in zip(keys.items(), trainers):
+        counters = {n: ck.tensors[f"{key}.{n}"] for n in tr.counter_tensors()}
+        tr.load_counters(counters, ck.state["trainers"][name])
 
 
 def estimate_input_scale(batches: Iterable[torch.Tensor]) -> float:
@@ -300,7 +295,3 @@ def train_sae(
         if on_step is not None:
             on_step(i, m)
     return sae, trainer
-
-
-def config_dict(cfg: SAETrainConfig) -> dict[str, Any]:
-    return asdict(cfg)
