@@ -131,3 +131,10 @@ def test_crash_hook_fires_after_the_nth_checkpoint_is_on_disk(tmp_path):
             ck.save(2, {})
         ck.save(3, {})  # fires once
     assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["step"] == 3
+
+
+def test_checkpoint_state_keeps_nan_as_a_float(tmp_path):
+    ck = Checkpointer(tmp_path)
+    ck.save(1, {}, {"rows": [{"step": 1, "loss": float("nan"), "best": float("inf")}]})
+    row = ck.load().state["rows"][0]
+    assert np.isnan(row["loss"]) and row["best"] == float("inf")

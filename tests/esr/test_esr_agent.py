@@ -628,7 +628,8 @@ def test_replay_buffer_arrays_restore_it_exactly():
     )
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert all(
-        np.array_equal(x, y) for x, y in zip(buffer.state_arrays().values(), copy_.state_arrays().values())
+        np.array_equal(x, y)
+        for x, y in zip(buffer.state_arrays().values(), copy_.state_arrays().values())
     )
     assert ReplayBuffer().state_arrays() == {}
 

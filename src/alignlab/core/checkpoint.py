@@ -203,7 +203,8 @@ class Checkpointer:
     """The newest checkpoint of a run, stage or unit: `<owner>/checkpoint/`.
 
     `rng` is the owner's numpy Generator (a run's `ctx.rng`), saved and restored with the
-    global RNG states. `on_save(step)` runs after every successful save.
+    global RNG states. Subclasses add their own state (`_state`) and act after each save
+    (`on_save`).
     """
 
     def __init__(self, owner: str | Path, rng: np.random.Generator | None = None):
@@ -263,7 +264,8 @@ class Checkpointer:
         }
         with atomic_folder(self.dir) as tmp:
             save_file(out, str(tmp / "tensors.safetensors"))
-            (tmp / "state.json").write_text(dumps_json(meta), encoding="utf-8")
+            # NaN stays a float here (a unit's buffered metric lines must come back as written)
+            (tmp / "state.json").write_text(dumps_json(meta, False), encoding="utf-8")
         self.on_save(int(step))
         _after_save(self.dir)
 

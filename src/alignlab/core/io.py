@@ -134,34 +134,40 @@ def old_folder(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}.old")
 
 
-def to_jsonable(x: Any) -> Any:
-    """numpy, dataclasses, tuples, Fractions and objects with `to_dict()` → plain JSON types."""
+def to_jsonable(x: Any, nonfinite_as_text: bool = True) -> Any:
+    """numpy, dataclasses, tuples, Fractions and objects with `to_dict()` → plain JSON types.
+
+    Standard JSON has no NaN or infinity: they become the strings "nan", "inf", "-inf" (read
+    them back with float()). With nonfinite_as_text=False they stay floats, for files only
+    Python reads back (checkpoint state), where json writes NaN/Infinity and reads them as
+    floats again."""
+    rec = lambda v: to_jsonable(v, nonfinite_as_text)  # noqa: E731
     if hasattr(x, "to_dict") and callable(x.to_dict):
-        return to_jsonable(x.to_dict())
+        return rec(x.to_dict())
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return to_jsonable(dataclasses.asdict(x))
+        return rec(dataclasses.asdict(x))
     if isinstance(x, dict):
-        return {str(k): to_jsonable(v) for k, v in x.items()}
+        return {str(k): rec(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [to_jsonable(v) for v in x]
+        return [rec(v) for v in x]
     if isinstance(x, np.ndarray):
-        return to_jsonable(x.tolist())
+        return rec(x.tolist())
     if isinstance(x, (np.bool_, bool)):
         return bool(x)
     if isinstance(x, np.integer):
         return int(x)
     if isinstance(x, (np.floating, float)):
         x = float(x)
-        return x if math.isfinite(x) else str(x)  # JSON has no NaN/inf
+        return str(x) if nonfinite_as_text and not math.isfinite(x) else x
     if isinstance(x, Fraction):
         return str(x)
     if hasattr(x, "detach") and hasattr(x, "numpy"):  # torch tensors
-        return to_jsonable(x.detach().cpu().numpy())
+        return rec(x.detach().cpu().numpy())
     return x
 
 
-def dumps_json(x: Any) -> str:
-    return json.dumps(to_jsonable(x), indent=2, ensure_ascii=False) + "\n"
+def dumps_json(x: Any, nonfinite_as_text: bool = True) -> str:
+    return json.dumps(to_jsonable(x, nonfinite_as_text), indent=2, ensure_ascii=False) + "\n"
 
 
 def read_json(path: str | os.PathLike) -> Any:

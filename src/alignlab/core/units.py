@@ -66,6 +66,7 @@ class UnitCheckpointer(Checkpointer):
         if ck is not None:
             self.uctx.rows = list(ck.state.pop("__rows__", []))
             self.uctx.progress_done = int(ck.state.pop("__progress__", 0))
+            self.uctx.log(f"resuming from its checkpoint at step {ck.step}")
         return ck
 
 
@@ -82,10 +83,7 @@ class UnitContext(Context):
         self.rows: list[dict[str, Any]] = []
         self.progress_done = 0
         self._progress = progress
-        step = self.checkpoint.last_step()
-        self.resume = step is not None
-        if self.resume:
-            self.log(f"resuming from its checkpoint at step {step}")
+        self.resume = self.checkpoint.last_step() is not None
 
     @property
     def name(self) -> str:
@@ -105,9 +103,11 @@ class UnitContext(Context):
         self._progress(n)
 
     def track(self, iterable, total=None, description=""):
+        """Iterate, counting each item as progress when it starts, so a checkpoint saved in the
+        loop's body records the step it is saved at."""
         for item in iterable:
-            yield item
             self.advance(1)
+            yield item
 
 
 def n_workers(requested: int | None, n_units: int) -> int:
