@@ -258,7 +258,7 @@ LEGS = (("A", "B"), ("B", "C"))  # the only trajectories in the data; the test t
 
 def stitching_dataset(
     maze: GridMaze,
-    seed: int,
+    seed: int | np.random.SeedSequence,
     *,
     n_per_leg: int = 200,
     epsilon: float = 0.2,

@@ -87,7 +87,7 @@ def run_stitching(ctx) -> dict:
     datasets = {  # one dataset per seed, shared by the methods
         s: episode_dataset(
             stitching_dataset(
-                maze, ctx.seed * 1000 + s, n_per_leg=cfg.n_per_leg, epsilon=cfg.epsilon
+                maze, ctx.substream("data", s), n_per_leg=cfg.n_per_leg, epsilon=cfg.epsilon
             ),
             spec,
         )

@@ -18,6 +18,7 @@ import numpy as np
 from alignlab.core.claims import Claim
 from alignlab.core.config import param
 from alignlab.core.experiment import Experiment, register
+from alignlab.core.seeding import int_seed
 from alignlab.core.units import run_units
 
 from ..metrics import evaluate_reconstruction, mean_max_cosine
@@ -56,8 +57,10 @@ class SyntheticExpConfig:
 
 
 def data_of(cfg: SyntheticExpConfig, seed: int) -> SyntheticActivations:
-    """The run's toy activations (its dictionary seeded by the data seed and the run seed)."""
-    return SyntheticActivations(dataclasses.replace(cfg.data, seed=cfg.data.seed + seed))
+    """The run's toy activations, its dictionary drawn from the stream (run seed, "dictionary",
+    data seed)."""
+    dictionary = int_seed(seed, "dictionary", cfg.data.seed)
+    return SyntheticActivations(dataclasses.replace(cfg.data, seed=dictionary))
 
 
 def train_lambda(key: str, uctx) -> dict:
@@ -68,7 +71,7 @@ def train_lambda(key: str, uctx) -> dict:
     sc = dataclasses.replace(
         cfg.sae, d_sae=cfg.d_sae, l0_coefficient=float(lam), init_seed=uctx.seed
     )
-    stream = data.stream(cfg.batch_size, seed=1000 * uctx.seed + 1)
+    stream = data.stream(cfg.batch_size, seed=int_seed(uctx.seed, "train"))
     scale = estimate_input_scale(next(stream) for _ in range(cfg.scale_batches))
     tr = SAETrainer(new_sae(data.d_in, sc, scale), sc, cfg.steps)
     for step in uctx.track(range(cfg.steps)):
@@ -77,7 +80,7 @@ def train_lambda(key: str, uctx) -> dict:
             uctx.log_metrics(step + 1, **m)
     sae = tr.sae.folded().eval()
     rec = evaluate_reconstruction(
-        sae, data.stream(4096, seed=1000 * uctx.seed + 2, n_batches=cfg.eval_batches)
+        sae, data.stream(4096, seed=int_seed(uctx.seed, "eval"), n_batches=cfg.eval_batches)
     )
     mmcs = mean_max_cosine(sae.W_dec.detach(), data.D)
     uctx.log(
