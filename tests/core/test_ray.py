@@ -1,8 +1,7 @@
 import pytest
+import ray  # noqa: F401  (the [ray] extra, installed by `make test`: a missing Ray fails here)
 
 from alignlab.core.sweep import sweep
-
-pytest.importorskip("ray")
 
 
 @pytest.mark.ray

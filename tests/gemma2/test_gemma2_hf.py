@@ -35,7 +35,8 @@ CONFIGS = {
 def hf_pair(overrides, seed=0, std=0.15):
     """An HF eager Gemma2ForCausalLM with every weight random (norms too: HF zeroes them) and
     our model holding the same weights."""
-    transformers = pytest.importorskip("transformers")
+    import transformers  # the [hf] extra, installed by `make test`
+
     cfg = Gemma2Config.preset("tiny", **overrides)
     hf_cfg = transformers.Gemma2Config.from_dict(to_hf_config(cfg))
     torch.manual_seed(seed)
@@ -157,7 +158,8 @@ def test_state_dict_conversion_round_trips_bit_for_bit():
 
 
 def test_config_conversion_round_trips():
-    transformers = pytest.importorskip("transformers")
+    import transformers  # the [hf] extra, installed by `make test`
+
     for overrides in CONFIGS.values():
         cfg = Gemma2Config.preset("tiny", **overrides)
         assert from_hf_config(to_hf_config(cfg)) == cfg
@@ -186,7 +188,8 @@ def test_a_transformers_4_config_json_is_read():
 
 
 def test_our_checkpoint_loads_in_hf_and_gives_the_same_logits(tmp_path):
-    transformers = pytest.importorskip("transformers")
+    import transformers  # the [hf] extra, installed by `make test`
+
     _, ours = hf_pair(CONFIGS["gqa2"], seed=5)
     ids = torch.randint(3, 512, (2, 30), generator=torch.Generator().manual_seed(6))
     with torch.no_grad():

@@ -235,7 +235,8 @@ def test_iterable_of_batches_and_bad_inputs(model):
 
 
 def test_hf_model_gives_the_same_activations(model):
-    transformers = pytest.importorskip("transformers")
+    import transformers  # the [hf] extra, installed by `make test`
+
     from alignlab.gemma2.hf import to_hf_config, to_hf_state_dict
 
     hf_cfg = transformers.Gemma2Config.from_dict(to_hf_config(model.config))

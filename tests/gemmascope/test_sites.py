@@ -41,7 +41,8 @@ def tiny_ours(seed=0, std=0.15, **overrides) -> Gemma2ForCausalLM:
 @pytest.fixture(scope="module")
 def pair():
     """Our tiny model and an HF eager Gemma2ForCausalLM converted from it."""
-    transformers = pytest.importorskip("transformers")
+    import transformers  # the [hf] extra, installed by `make test`
+
     ours = tiny_ours()
     hf_cfg = transformers.Gemma2Config.from_dict(to_hf_config(ours.config))
     hf = transformers.Gemma2ForCausalLM._from_config(hf_cfg, attn_implementation="eager").eval()
