@@ -166,7 +166,7 @@ def test_resume_skips_finished_units_and_equals_an_uninterrupted_run(tmp_path):
 
     (tmp_path / "cut").mkdir()
     failing = Unit(tmp_path / "cut", fail={"gamma"})
-    with pytest.raises(Exception, match="gamma"):
+    with pytest.raises(AlignlabError, match="unit gamma failed"):
         run_units(run_context(tmp_path, "cut"), KEYS, failing, SIZE, stride=5, workers=1)
     assert [k for k, _, _ in failing.called()] == ["alpha", "beta", "gamma"]
 
