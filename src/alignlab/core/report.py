@@ -135,8 +135,9 @@ def build_report(
     left = None if left_out is None else [(x, x.loaded()) for x in left_out]
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "claims.json", all_claims(runs))
-    atomic_write_text(out / "report.md", _markdown(runs, problems, out, registry, title, left))
-    atomic_write_text(out / "report.html", _html(runs, problems, registry, title, left))
+    blocks = _blocks(runs, problems, registry, title, left)
+    atomic_write_text(out / "report.md", _markdown(blocks, out))
+    atomic_write_text(out / "report.html", _html(blocks, title))
     return runs, problems
 
 
@@ -191,50 +192,71 @@ def _headline(runs: list[LoadedRun], left) -> str:
 def _run_line(r: LoadedRun) -> str:
     wall = r.meta.get("wall_s")
     wall_s = f", {wall:.1f} s" if isinstance(wall, (int, float)) else ""
-    return f"preset `{r.meta.get('preset')}`, seed {r.meta.get('seed')}{wall_s}, run `{r.dir}`"
+    return f"preset {r.meta.get('preset')}, seed {r.meta.get('seed')}{wall_s}, run {r.dir}"
 
 
-def _markdown(runs, problems, out: Path, registry, title: str, left) -> str:
-    md = [f"# {title}", "", f"**{_headline(runs, left)}**", ""]
-    md += ["| system | claims holding | not run |", "|---|---|---|"]
-    md += [f"| {s} | {h} | {o} |" for s, h, o in _summary_rows(runs, left)]
+# ---------------------------------------------------------------------------------------
+# the report as blocks, rendered once as Markdown and once as HTML
+#   ("h", level, text)  ("p", text, bold)  ("small", text)  ("list", items)
+#   ("table", header, rows): a bool cell is a claim's verdict
+#   ("details", summary, text)  ("plots", experiment, paths)
+
+
+def _blocks(runs, problems, registry, title: str, left) -> list[tuple]:
+    out: list[tuple] = [("h", 1, title), ("p", _headline(runs, left), True)]
+    out.append(("table", ("system", "claims holding", "not run"), _summary_rows(runs, left)))
     if problems:
-        md += ["", "## Problems", ""] + [f"- {p}" for p in problems]
+        out += [("h", 2, "Problems"), ("list", problems)]
     for system, rs in _by_system(runs).items():
-        md += ["", f"## {system}", ""]
+        out.append(("h", 2, system))
         for r in rs:
-            md += _run_markdown(r, registry, out)
+            out += [("h", 3, r.experiment), *_run_blocks(r, registry)]
     if left:
-        md += ["", "## Not run in this reproduction", ""]
+        out.append(("h", 2, "Not run in this reproduction"))
         for x, run in left:
-            md += [f"### {x.experiment}", "", f"Not run: {x.reason}.", ""]
+            out += [("h", 3, x.experiment), ("p", f"Not run: {x.reason}.", False)]
             if run is None:
-                md += ["No finished run of it in this output folder.", ""]
+                out.append(("p", "No finished run of it in this output folder.", False))
             else:
-                md += ["Its claims as **last measured** (not part of this reproduction):", ""]
-                md += _run_markdown(run, registry, out, heading=False)
-    return "\n".join(md) + "\n"
+                note = "Its claims as last measured (not part of this reproduction):"
+                out += [("p", note, True), *_run_blocks(run, registry)]
+    return out
 
 
-def _run_markdown(r: LoadedRun, registry, out: Path, heading: bool = True) -> list[str]:
+def _run_blocks(r: LoadedRun, registry) -> list[tuple]:
     exp = registry.get(r.experiment)
-    md = [f"### {r.experiment}", ""] if heading else []
-    if exp is not None:
-        md += [f"{exp.description} ({exp.paper})", ""]
-    md += [_run_line(r), ""]
-    md += ["| claim | paper's statement | measured | holds |", "|---|---|---|---|"]
-    for c in r.claims:
-        mark = "✅" if c["holds"] else "❌"
-        stmt = c["statement"].replace("|", "\\|")
-        meas = _measured(c["measured"]).replace("|", "\\|")
-        md.append(f"| {c['id']} | {stmt} | {meas} | {mark} |")
-    for c in [c for c in r.claims if c.get("detail")]:
-        md += ["", f"<details><summary>{c['id']}: detail</summary>", ""]
-        md += ["```", str(c["detail"]), "```", "</details>"]
-    for p in r.plots:
-        md += ["", f"![{r.experiment}: {p.stem}]({os.path.relpath(p, out)})"]
-    md.append("")
-    return md
+    out = [("p", f"{exp.description} ({exp.paper})", False)] if exp is not None else []
+    out.append(("small", _run_line(r)))
+    rows = [(c["id"], c["statement"], _measured(c["measured"]), c["holds"]) for c in r.claims]
+    out.append(("table", ("claim", "paper's statement", "measured", "holds"), rows))
+    out += [
+        ("details", f"{c['id']}: detail", str(c["detail"])) for c in r.claims if c.get("detail")
+    ]
+    if r.plots:
+        out.append(("plots", r.experiment, r.plots))
+    return out
+
+
+def _markdown(blocks: list[tuple], out: Path) -> str:
+    def cell(x) -> str:
+        return ("✅" if x else "❌") if isinstance(x, bool) else str(x).replace("|", "\\|")
+
+    md: list[str] = []
+    for kind, *a in blocks:
+        if kind == "h":
+            md += [f"{'#' * a[0]} {a[1]}", ""]
+        elif kind in ("p", "small"):
+            md += [f"**{a[0]}**" if kind == "p" and a[1] else a[0], ""]
+        elif kind == "list":
+            md += [f"- {item}" for item in a[0]] + [""]
+        elif kind == "table":
+            md += ["| " + " | ".join(a[0]) + " |", "|" + "---|" * len(a[0])]
+            md += ["| " + " | ".join(cell(x) for x in row) + " |" for row in a[1]] + [""]
+        elif kind == "details":
+            md += [f"<details><summary>{a[0]}</summary>", "", "```", a[1], "```", "</details>", ""]
+        elif kind == "plots":
+            md += [f"![{a[0]}: {p.stem}]({os.path.relpath(p, out)})\n" for p in a[1]]
+    return "\n".join(md) + "\n"
 
 
 _CSS = """
@@ -252,60 +274,34 @@ def _img(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
-def _html(runs, problems, registry, title: str, left) -> str:
+def _html(blocks: list[tuple], title: str) -> str:
     e = html.escape
+
+    def cell(x) -> str:
+        if isinstance(x, bool):
+            return "<span class=ok>✓ holds</span>" if x else "<span class=no>✗ fails</span>"
+        return e(str(x))
+
     h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>"]
-    h.append(f"<style>{_CSS}</style></head><body><h1>{e(title)}</h1>")
-    h.append(f"<p><b>{e(_headline(runs, left))}</b></p>")
-    h.append("<table><tr><th>system</th><th>claims holding</th><th>not run</th></tr>")
-    h += [
-        f"<tr><td>{e(s)}</td><td>{e(hh)}</td><td>{e(o)}</td></tr>"
-        for s, hh, o in _summary_rows(runs, left)
-    ]
-    h.append("</table>")
-    if problems:
-        h.append("<h2>Problems</h2><ul>" + "".join(f"<li>{e(p)}</li>" for p in problems) + "</ul>")
-    for system, rs in _by_system(runs).items():
-        h.append(f"<h2>{e(system)}</h2>")
-        for r in rs:
-            h += _run_html(r, registry)
-    if left:
-        h.append("<h2>Not run in this reproduction</h2>")
-        for x, run in left:
-            h.append(f"<h3>{e(x.experiment)}</h3><p>Not run: {e(x.reason)}.</p>")
-            if run is None:
-                h.append("<p>No finished run of it in this output folder.</p>")
-            else:
-                h.append(
-                    "<p>Its claims as <b>last measured</b> (not part of this reproduction):</p>"
-                )
-                h += _run_html(run, registry, heading=False)
+    h.append(f"<style>{_CSS}</style></head><body>")
+    for kind, *a in blocks:
+        if kind == "h":
+            h.append(f"<h{a[0]}>{e(a[1])}</h{a[0]}>")
+        elif kind == "p":
+            h.append(f"<p><b>{e(a[0])}</b></p>" if a[1] else f"<p>{e(a[0])}</p>")
+        elif kind == "small":
+            h.append(f"<p><small>{e(a[0])}</small></p>")
+        elif kind == "list":
+            h.append("<ul>" + "".join(f"<li>{e(item)}</li>" for item in a[0]) + "</ul>")
+        elif kind == "table":
+            head = "".join(f"<th>{e(x)}</th>" for x in a[0])
+            rows = "".join(
+                "<tr>" + "".join(f"<td>{cell(x)}</td>" for x in r) + "</tr>" for r in a[1]
+            )
+            h.append(f"<table><tr>{head}</tr>{rows}</table>")
+        elif kind == "details":
+            h.append(f"<details><summary>{e(a[0])}</summary><pre>{e(a[1])}</pre></details>")
+        elif kind == "plots":
+            h.append("<div class=plots>" + "".join(_img(p) for p in a[1]) + "</div>")
     h.append("</body></html>")
     return "\n".join(h)
-
-
-def _run_html(r: LoadedRun, registry, heading: bool = True) -> list[str]:
-    e = html.escape
-    exp = registry.get(r.experiment)
-    h = [f"<h3>{e(r.experiment)}</h3>"] if heading else []
-    if exp is not None:
-        h.append(f"<p>{e(exp.description)} <i>({e(exp.paper)})</i></p>")
-    h.append(f"<p><small>{e(_run_line(r).replace('`', ''))}</small></p>")
-    h.append(
-        "<table><tr><th>claim</th><th>paper's statement</th><th>measured</th><th>holds</th></tr>"
-    )
-    for c in r.claims:
-        mark = "<span class=ok>✓ holds</span>" if c["holds"] else "<span class=no>✗ fails</span>"
-        detail = (
-            f"<details><summary>detail</summary><pre>{e(str(c['detail']))}</pre></details>"
-            if c.get("detail")
-            else ""
-        )
-        h.append(
-            f"<tr><td>{e(c['id'])}</td><td>{e(c['statement'])}</td>"
-            f"<td>{e(_measured(c['measured']))}{detail}</td><td>{mark}</td></tr>"
-        )
-    h.append("</table>")
-    if r.plots:
-        h.append("<div class=plots>" + "".join(_img(p) for p in r.plots) + "</div>")
-    return h

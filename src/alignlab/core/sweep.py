@@ -183,6 +183,7 @@ def run_ray(
         raise AlignlabError(
             "--backend ray needs Ray: pip install 'alignlab[ray]' (or use --backend local)."
         ) from None
+    threads = max(1, specs[0].threads or 1) if specs else 1  # each run's torch threads
     started_here = not ray.is_initialized()
     if started_here:
         kw: dict[str, Any] = dict(
@@ -191,14 +192,14 @@ def run_ray(
         if address:
             kw["address"] = address
         else:
-            kw["num_cpus"] = workers  # a local Ray started in-process
+            kw["num_cpus"] = workers * threads  # a local Ray started in-process
             # its workers see the driver's import path, so experiments registered in the
             # user's own modules (not only alignlab's) can run there too
             path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
             kw["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
         ray.init(**kw)
     try:
-        remote = ray.remote(num_cpus=1)(_execute_in_worker)
+        remote = ray.remote(num_cpus=threads)(_execute_in_worker)
         refs = {remote.remote(s): i for i, s in enumerate(specs)}
         results: list[Any] = [None] * len(specs)
         pending = list(refs)
