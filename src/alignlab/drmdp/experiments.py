@@ -41,18 +41,14 @@ class Table4Config:
     """
 
     include_theta_H: bool = param(False, help="xi^theta also holds theta_H (Def. 5 reading)")
-    reward_argument: Literal["s_t", "s_next"] = param(
-        "s_t", help="the state R_theta scores: s_t or s_{t+1}"
-    )
+    reward_argument: Literal["s_t", "s_next"] = param("s_t", help="R_theta scores s_t or s_{t+1}")
     poetry_node: Literal["non_absorbing", "absorbing"] = param(
         "non_absorbing", help="Writer's Curse Fig. 2: whether the poetry node is absorbing"
     )
     initial_theta0: Literal["default", "all"] = param(
         "default", help="Initial-reward cells claimed at the example's theta_0, or for all"
     )
-    r3_at_2: Literal[-2, -5] = param(
-        -2, help="Dehydration's R_{theta=3}(2): -2 (Fig. 8) or -5 (App. B.1)"
-    )
+    r3_at_2: Literal[-2, -5] = param(-2, help="Dehydration R_{theta=3}(2): -2 (Fig. 8) or -5 (B.1)")
 
 
 def run_table4(ctx) -> dict:

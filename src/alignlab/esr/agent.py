@@ -72,21 +72,15 @@ class AgentConfig:
     """Hyperparameters of the assistant (ESR notes, "Gridworld defaults" / "Scaled-down")."""
 
     repr_dim: int = param(32, ge=1, help="width of the representations phi and psi")
-    hidden: tuple[int, ...] = param(
-        (128, 128), ge=1, nonempty=True, help="hidden widths of every network"
-    )
+    hidden: tuple[int, ...] = param((128, 128), ge=1, nonempty=True, help="widths of all networks")
     repr_lr: float = param(1e-4, gt=0, help="Adam learning rate of the representation")
     policy_lr: float = param(1e-3, gt=0, help="Adam learning rate of the critic")
-    gamma: float = param(
-        0.9, gt=0, lt=1, help="the future-state discount and the critic's, shared as in the code"
-    )
+    gamma: float = param(0.9, gt=0, lt=1, help="future-state & critic discount, shared as in code")
     tau: float = param(0.005, gt=0, le=1, help="Polyak rate of the critic's target")
     batch_size: int = param(256, ge=1, help="transitions per update")
     target_entropy: float = param(0.6, ge=0, help="the Boltzmann policy's target entropy (nats)")
     dual_lr: float = param(0.1, gt=0, help="SGD rate of the policy's precision (dual step)")
-    precision_init: float = param(
-        1.0, ge=1e-3, le=100, help="initial precision beta of softmax(beta Q)"
-    )
+    precision_init: float = param(1.0, ge=1e-3, le=100, help="initial precision in softmax(beta Q)")
     contrastive: str = param(
         "tiled",
         choices=CONTRASTIVE,
@@ -102,9 +96,7 @@ class AgentConfig:
     )
     ave_rollouts: int = param(20, ge=1, help="AvE: simulated continuations per state")
     ave_length: int = param(5, ge=1, help="AvE: random human steps per continuation")
-    ave_quirk: bool = param(
-        False, help="AvE: draw human actions over the robot's actions clamped to stay, as the code"
-    )
+    ave_quirk: bool = param(False, help="AvE: human actions ~ robot's clamped to stay (as in code)")
 
 
 def one_hot(index: torch.Tensor, n: int) -> torch.Tensor:

@@ -54,9 +54,7 @@ class LoopConfig:
     buffer_epochs: int = param(5, ge=1, help="epochs of episodes the replay buffer holds")
     eval_episodes: int = param(128, ge=1, help="evaluation episodes per trained robot")
     log_every: int = param(10, ge=1, help="epochs between metric lines")
-    checkpoint_every: int = param(
-        25, ge=1, help="epochs between checkpoints of a training unit (resumable mid-way)"
-    )
+    checkpoint_every: int = param(25, ge=1, help="epochs between unit checkpoints (resume mid-way)")
 
     def validate(self) -> None:
         if self.warmup_epochs >= self.epochs:

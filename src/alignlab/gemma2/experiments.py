@@ -55,12 +55,8 @@ def _quick_student_train() -> TrainConfig:
 @dataclass
 class DistillConfig:
     teacher: TeacherConfig = param(factory=TeacherConfig, help="the teacher (trained by NTP)")
-    student_widths: tuple[int, ...] = param(
-        (64, 128), ge=1, nonempty=True, help="d_model of each student size"
-    )
-    student_layers: tuple[int, ...] = param(
-        (2, 4), ge=1, nonempty=True, help="layers of each student size (one per width)"
-    )
+    student_widths: tuple[int, ...] = param((64, 128), ge=1, nonempty=True, help="d_model per size")
+    student_layers: tuple[int, ...] = param((2, 4), ge=1, nonempty=True, help="n_layers per width")
     student_train: TrainConfig = param(
         factory=_quick_student_train,
         help="both students of a size share this schedule and token budget; only the "
@@ -101,9 +97,7 @@ class WindowConfig:
         (1, 2, 4, 16), ge=1, nonempty=True, distinct=True,
         help="evaluate with the window sliding_window // d for each d (1: as trained)",
     )  # fmt: skip
-    tolerance: float = param(
-        0.05, gt=0, lt=1, help="the claim: relative perplexity change at 1/2 and 1/4 below this"
-    )
+    tolerance: float = param(0.05, gt=0, lt=1, help="claim: rel. PPL change at 1/2 and 1/4 < this")
 
     def validate(self) -> None:
         if 1 not in self.divisors:

@@ -76,24 +76,14 @@ class TeacherConfig:
     """The teacher's corpus, tokenizer, size and training (its objective is always NTP, its
     sampler seed the run's)."""
 
-    corpus: str = param(
-        "stdlib", help="load_corpus source: stdlib, local .txt/.md paths, or hf:<name>"
-    )
-    vocab_size: int = param(
-        4096, ge=260, help="byte-level BPE vocabulary (4 special tokens + 256 bytes + merges)"
-    )
+    corpus: str = param("stdlib", help="load_corpus: stdlib, local .txt/.md paths, or hf:<name>")
+    vocab_size: int = param(4096, ge=260, help="byte BPE vocab (4 special + 256 bytes + merges)")
     d_model: int = param(192, ge=1, help="model width")
     num_layers: int = param(6, ge=1, help="decoder layers")
     head_dim: int = param(32, ge=1, help="width of an attention head (even, for RoPE)")
-    sliding_window: int = param(
-        64, ge=1, help="attention window of the even layers (below train.seq_len, so it binds)"
-    )
-    train: TrainConfig = param(
-        factory=_quick_teacher_train, help="the teacher's NTP training (seed: the run's)"
-    )
-    cache: bool = param(
-        True, help="reuse / store the trained teacher under cache_dir()/gemma2/teachers"
-    )
+    sliding_window: int = param(64, ge=1, help="even-layer window (< train.seq_len, so it binds)")
+    train: TrainConfig = param(factory=_quick_teacher_train, help="teacher NTP training (run seed)")
+    cache: bool = param(True, help="reuse/store trained teacher under cache_dir()/gemma2/teachers")
 
     def validate(self) -> None:
         if self.head_dim % 2:

@@ -60,35 +60,23 @@ OBJECTIVES = ("ntp", "kd")
 class TrainConfig:
     """Hyperparameters of one training run; the loop validates them before it starts."""
 
-    objective: str = param(
-        "ntp", choices=OBJECTIVES, help="next-token prediction, or distillation (KD)"
-    )
+    objective: str = param("ntp", choices=OBJECTIVES, help="next-token pred. or distillation (KD)")
     steps: int = param(1000, ge=1, help="optimiser updates")
     batch_size: int = param(8, ge=1, help="global batch, in sequences (split across DDP ranks)")
     seq_len: int = param(128, ge=1, help="tokens per sequence")
     lr: float = param(3e-4, gt=0, help="peak learning rate, reached at the end of warmup")
     min_lr_ratio: float = param(0.1, ge=0, le=1, help="cosine decay ends at lr * min_lr_ratio")
     warmup_steps: int = param(100, ge=0, help="linear warmup from lr / warmup_steps to lr")
-    weight_decay: float = param(
-        0.1, ge=0, help="decoupled (AdamW), on matrices only (`param_groups`)"
-    )
+    weight_decay: float = param(0.1, ge=0, help="decoupled (AdamW), matrices only (`param_groups`)")
     betas: tuple[float, float] = param((0.9, 0.95), ge=0, lt=1, help="AdamW's (β1, β2)")
     eps: float = param(1e-8, gt=0, help="AdamW's ε")
-    grad_clip: float = param(
-        1.0, ge=0, help="max global L2 norm of the gradient; 0 disables clipping"
-    )
-    kd_temperature: float = param(
-        1.0, gt=0, help="softmax temperature of both distributions in KD (Gemma 2: 1.0)"
-    )
-    kd_top_k: int | None = param(
-        None, ge=1, help="Gemma 3's sub-sampled teacher: k ids per position; null: all"
-    )
+    grad_clip: float = param(1.0, ge=0, help="max global L2 norm of the gradient; 0: no clipping")
+    kd_temperature: float = param(1.0, gt=0, help="KD temperature of both softmaxes (Gemma 2: 1.0)")
+    kd_top_k: int | None = param(None, ge=1, help="Gemma 3 teacher subsample: k ids/pos; null: all")
     log_every: int = param(10, ge=1, help="steps between training-loss metric lines")
     eval_every: int = param(100, ge=1, help="steps between validations")
     eval_batches: int = param(4, ge=1, help="validation windows = eval_batches * batch_size")
-    checkpoint_every: int = param(
-        100, ge=0, help="steps between checkpoints; 0: only the final one"
-    )
+    checkpoint_every: int = param(100, ge=0, help="steps between checkpoints; 0: only the last")
     seed: int = param(0, ge=0, help="the batch sampler's seed")
 
     def validate(self) -> None:

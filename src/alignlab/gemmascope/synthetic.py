@@ -54,9 +54,7 @@ class SyntheticConfig:
     d_in: int = param(help="dimension of the activations x", ge=1)
     n_features: int = param(help="features in the true dictionary D", ge=1)
     l0: float | None = param(None, gt=0, help="expected active features per sample")
-    firing_prob: float | None = param(
-        None, gt=0, le=1, help="mean per-feature firing probability (instead of l0)"
-    )
+    firing_prob: float | None = param(None, gt=0, le=1, help="mean P(feature fires), instead of l0")
     magnitude: str = param(
         "half_normal",
         choices=MAGNITUDES,
@@ -64,16 +62,10 @@ class SyntheticConfig:
     )
     magnitude_scale: float = param(1.0, ge=0, help="the scale of an active feature's magnitude")
     magnitude_offset: float = param(0.0, ge=0, help="the offset of an active feature's magnitude")
-    zipf_exponent: float = param(
-        0.5, ge=0, help="p_i ∝ (i + 1)^(−zipf_exponent); 0.5: the first of 4096 is 64× the last"
-    )
+    zipf_exponent: float = param(0.5, ge=0, help="p_i ∝ (i + 1)^(−exponent); 0.5: p_0 = 64 p_4095")
     noise_std: float = param(0.0, ge=0, help="std of Gaussian noise on every coordinate of x")
-    n_correlated_pairs: int = param(
-        0, ge=0, help="feature pairs (2j, 2j + 1) that co-fire (module docstring)"
-    )
-    pair_correlation: float = param(
-        0.0, ge=0, le=1, help="the chance that feature 2j + 1 copies feature 2j's state"
-    )
+    n_correlated_pairs: int = param(0, ge=0, help="co-firing pairs (2j, 2j + 1), see module doc")
+    pair_correlation: float = param(0.0, ge=0, le=1, help="P(feature 2j + 1 copies 2j's state)")
     seed: int = param(0, help="seeds the dictionary; a stream's default seed derives from it")
 
     def validate(self) -> None:

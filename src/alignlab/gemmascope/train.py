@@ -46,19 +46,11 @@ class SAETrainConfig:
     adam_eps: float = param(1e-8, gt=0, help="Adam's ε")
     bandwidth: float = param(1e-3, gt=0, help="the STE bandwidth ε, in units where E‖x‖² = 1")
     threshold_init: float = param(1e-3, gt=0, help="θ₀, every latent's initial threshold")
-    lr_warmup_frac: float = param(
-        1_000 / PAPER_STEPS, ge=0, lt=1, help="the learning-rate warmup, a fraction of the run"
-    )
-    l0_warmup_frac: float = param(
-        10_000 / PAPER_STEPS, ge=0, lt=1, help="the sparsity (λ) warmup, a fraction of the run"
-    )
+    lr_warmup_frac: float = param(1_000 / PAPER_STEPS, ge=0, lt=1, help="LR warmup as run fraction")
+    l0_warmup_frac: float = param(10_000 / PAPER_STEPS, ge=0, lt=1, help="λ warmup as run fraction")
     dead_window: int = param(1_000_000, ge=1, help="tokens in a dead/dense counting window")
-    dense_threshold: float = param(
-        0.1, gt=0, le=1, help='"dense": fires on more than this fraction of tokens'
-    )
-    dead_loss_coefficient: float = param(
-        0.0, ge=0, help="NOT Gemma Scope: an optional pre-activation loss on dead latents"
-    )
+    dense_threshold: float = param(0.1, gt=0, le=1, help='"dense": fires on > this frac. of tokens')
+    dead_loss_coefficient: float = param(0.0, ge=0, help="non-Gemma-Scope dead-latent pre-act loss")
     init_seed: int = param(0, help="seeds the SAE's initialisation")
 
     def warmup_steps(self, total_steps: int) -> tuple[int, int]:

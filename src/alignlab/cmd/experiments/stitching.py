@@ -56,17 +56,13 @@ class StitchingConfig:
     # 4 seeds: the claim compares 95% t-CIs, whose half-width is 4.30 sd / sqrt(3) at 3 seeds
     # but 3.18 sd / 2 at 4
     n_seeds: int = param(4, ge=1, help="seeds per method, each with its own dataset")
-    obs_mode: str = param(
-        "onehot", choices=("onehot", "xy"), help="grid cells as one-hot vectors or coordinates"
-    )
+    obs_mode: str = param("onehot", choices=("onehot", "xy"), help="grid cells: one-hot or coords")
     slip: float = param(0.0, ge=0, le=1, help="probability that a move is a uniform action")
     n_per_leg: int = param(200, ge=1, help="walkers per leg (A -> B, B -> C)")
     epsilon: float = param(0.2, ge=0, le=1, help="walkers' random-move probability")
     n_eval_tasks: int = param(200, ge=1, help="held-out A -> C tasks per evaluation")
     max_steps: int = param(100, ge=1, help="steps allowed per evaluation task")
-    act_epsilon: float = param(
-        0.1, ge=0, le=1, help="evaluation: every method's epsilon-greedy rate (epsilon_greedy)"
-    )
+    act_epsilon: float = param(0.1, ge=0, le=1, help="eval: all methods' epsilon (epsilon_greedy)")
     # goal_current: goals from the k >= 0 occupancy, the one for which d_SD is a quasimetric and
     # the CMD-2 target f(g, a_g, g) - f(s, a, g) is >= 0 on positives. bc_coef: the behaviour
     # prior added to every method's action scores (Method.act)

@@ -49,9 +49,7 @@ class TriangleConfig:
         factory=lambda: MethodConfig(gamma=0.9, goal_current=True, lr=1e-3),
         help="CMD-2's hyperparameters (MRN head)",
     )
-    loop: LoopConfig = param(
-        factory=lambda: LoopConfig(steps=3000), help="each learned distance's training loop"
-    )
+    loop: LoopConfig = param(factory=lambda: LoopConfig(steps=3000), help="per learned distance")
 
     def validate(self):
         if self.branching > self.n_states:

@@ -36,44 +36,32 @@ from alignlab.nn.mlp import ACTIVATIONS
 class MethodConfig:
     """Hyperparameters shared by all methods (paper names; notes' scaled-down defaults)."""
 
-    gamma: float = param(
-        0.9, gt=0, lt=1, help="discount of the future-goal distribution (notes: 0.8-0.99)"
-    )
+    gamma: float = param(0.9, gt=0, lt=1, help="discount of future-goal distr. (notes: 0.8-0.99)")
     batch_size: int = param(256, ge=2, help="batch size; the other rows are the negatives")
     hidden: tuple[int, ...] = param((128, 128), ge=1, help="MLP hidden widths (notes: 2 x 128)")
     repr_dim: int = param(64, ge=1, help="phi/psi and quasimetric embedding size")
     lr: float = param(3e-4, gt=0, help="Adam learning rate (notes' scaled-down setting)")
     grad_clip: float = param(1.0, gt=0, help="global gradient-norm clip (notebook: 1.0)")
     activation: str = param("relu", choices=tuple(ACTIVATIONS), help="MLP activation")
-    head: str = param(
-        "mrn", choices=("mrn", "iqe", "mlp"), help="quasimetric head (mlp: the ablation)"
-    )
+    head: str = param("mrn", choices=("mrn", "iqe", "mlp"), help="quasimetric head (mlp: ablation)")
     mrn_components: int = param(1, ge=1, help="MRN head: number of components")
     infonce: str = param("symmetric", choices=INFONCE_KINDS, help="contrastive loss variant")
     margin: float = param(0.35, help="CMD-2 Lagrange margin on the positive hinge")
-    lam_init: float = param(
-        1.0, gt=0.01, help="CMD-2 lambda at the start (lambda = softplus(raw) + 0.01)"
-    )
+    lam_init: float = param(1.0, gt=0.01, help="initial CMD-2 lambda (= softplus(raw) + 0.01)")
     potential: bool = param(True, help="CMD-1: f = c(g) - d; False is --nopotential")
     tau: float = param(0.005, gt=0, le=1, help="TD target network Polyak rate")
-    td_random_goal_prob: float = param(
-        0.5, ge=0, le=1, help="TD: share of rows relabelled with another row's goal"
-    )
+    td_random_goal_prob: float = param(0.5, ge=0, le=1, help="TD: P(relabel to another row's goal)")
     qrl_eps: float = param(0.25, ge=0, help="QRL: local constraint E relu(d(x, x') - 1)^2 <= eps^2")
     qrl_offset: float = param(50.0, help="QRL: maximise -softplus(offset - d) over random pairs")
     qrl_beta: float = param(0.1, gt=0, help="QRL: softness of that softplus")
     goal_current: bool = param(False, help="goals at offset >= 0 (the k = 0 occupancy), else >= 1")
     # acting: score(s, a, g) + bc_coef * log pi_beta(a | s), pi_beta a learned behaviour prior
     # (discrete actions only; 0 turns it off). See Method.act.
-    bc_coef: float = param(
-        0.0, ge=0, help="weight of the behaviour prior in discrete acting (0: off; Method.act)"
-    )
+    bc_coef: float = param(0.0, ge=0, help="behaviour-prior weight in discrete Method.act (0: off)")
     # continuous actions: a learned actor pi(s, g) (a unit direction) maximising the method's
     # value of (s, pi(s, g), g), plus actor_bc * BC (notes, "Policy extraction"); see actor_loss
     actor: bool = param(False, help="continuous actions: act with a learned actor (actor_loss)")
-    actor_bc: float = param(
-        0.01, ge=0, le=1, help="the actor's BC weight (notebook 0.01; paper's AntMaze 0.2)"
-    )
+    actor_bc: float = param(0.01, ge=0, le=1, help="BC weight (notebook 0.01; paper's AntMaze 0.2)")
 
 
 @dataclasses.dataclass(frozen=True)

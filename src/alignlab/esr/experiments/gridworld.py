@@ -42,9 +42,7 @@ class GridworldConfig:
         help="experience and updates per unit",
     )
     eval_envs: int = param(64, ge=1, help="environments per evaluation batch")
-    strip_obstacles: int = param(
-        2, ge=0, help="the pictured episode: ESR (seed 0) at this many boxes"
-    )
+    strip_obstacles: int = param(2, ge=0, help="pictured episode: ESR (seed 0) at this many boxes")
 
     def validate(self):
         most = self.size * self.size - 2  # the human and one free cell for its goal

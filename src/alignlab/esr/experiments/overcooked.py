@@ -38,9 +38,7 @@ class OvercookedConfig:
     )
     n_seeds: int = param(3, ge=1, help="units (seeds) per method and layout")
     horizon: int = param(200, ge=1, help="steps per episode")
-    human_epsilon: float = param(
-        0.1, ge=0, le=1, help="the scripted human's rate of uniformly random actions"
-    )
+    human_epsilon: float = param(0.1, ge=0, le=1, help="scripted human: P(uniform random action)")
     agent: AgentConfig = param(
         factory=lambda: AgentConfig(repr_lr=1e-3, batch_size=128, gamma=0.8, target_entropy=0.9),
         help="the assistant's hyperparameters",

@@ -50,12 +50,8 @@ SITE_LABELS = {"attn_z": "attention", "mlp_out": "MLP", "resid_post": "residual"
 
 @dataclass
 class FrontierConfig:
-    teacher: TeacherConfig = param(
-        factory=TeacherConfig, help="the Gemma 2 model the SAEs read (gemma2's teacher)"
-    )
-    layer: int = param(
-        -1, ge=-1, help="the layer of the sites; -1: the middle one, num_layers // 2"
-    )
+    teacher: TeacherConfig = param(factory=TeacherConfig, help="model SAEs read (gemma2's teacher)")
+    layer: int = param(-1, ge=-1, help="layer of the sites; -1: the middle one, num_layers // 2")
     sites: tuple[str, ...] = param(
         SITES, choices=SITES, nonempty=True, distinct=True, help="the sites to train SAEs at"
     )
@@ -65,14 +61,10 @@ class FrontierConfig:
     l0_coefficients: tuple[float, ...] = param(
         (1.5e-3, 4e-3, 1e-2, 2.5e-2), gt=0, nonempty=True, distinct=True, help="λ of the SAEs"
     )
-    sae: SAETrainConfig = param(
-        factory=quick_sae, help="the SAEs' training settings (d_sae and λ are set per SAE)"
-    )
+    sae: SAETrainConfig = param(factory=quick_sae, help="SAE training (d_sae and λ set per SAE)")
     steps: int = param(500, ge=1, help="training steps of every SAE")
     batch_size: int = param(1024, ge=1, help="activations per SAE step (the paper: 4,096)")
-    scale_batches: int = param(
-        8, ge=1, help="batches that estimate each site's normaliser C (not trained on)"
-    )
+    scale_batches: int = param(8, ge=1, help="batches for each site's normaliser C, not trained on")
     buffer_tokens: int = param(2**17, ge=1, help="the shuffling buffer's capacity in tokens")
     model_batch: int = param(16, ge=1, help="windows per model forward pass")
     seq_len: int = param(128, ge=1, help="tokens per window of the activation stream")

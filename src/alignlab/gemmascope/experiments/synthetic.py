@@ -37,19 +37,13 @@ class SyntheticExpConfig:
     l0_coefficients: tuple[float, ...] = param(
         (3e-3, 1e-2, 3e-2, 1e-1), gt=0, nonempty=True, distinct=True, help="λ of each SAE"
     )
-    sae: SAETrainConfig = param(
-        factory=quick_sae, help="the SAEs' training settings (d_sae and λ are set per SAE)"
-    )
+    sae: SAETrainConfig = param(factory=quick_sae, help="SAE training (d_sae and λ set per SAE)")
     steps: int = param(1500, ge=1, help="training steps of each SAE")
     batch_size: int = param(1024, ge=1, help="activations per training step")
     scale_batches: int = param(8, ge=1, help="batches that estimate the input scale C")
     eval_batches: int = param(8, ge=1, help="evaluation batches of 4,096 activations")
-    recovery_target: float = param(
-        0.9, gt=0, le=1, help="the mean max cosine the SAE at the true L0 must reach"
-    )
-    l0_tolerance: float = param(
-        0.5, gt=0, help='"the right L0": within ± this fraction of the true L0'
-    )
+    recovery_target: float = param(0.9, gt=0, le=1, help="mean max cosine the true-L0 SAE must hit")
+    l0_tolerance: float = param(0.5, gt=0, help='"right L0": within ± this fraction of true L0')
     log_every: int = param(50, ge=1, help="steps between metric lines")
 
     def validate(self):
