@@ -117,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"done: val loss {result.final_val_loss:.4f}, ppl {result.final_val_ppl:.2f}, "
                 f"{result.tokens_per_s:,.0f} tokens/s on {world} process(es)"
             )
+        if world > 1:
+            # the ranks leave together: one tearing gloo down while rank 0 still writes its
+            # results can abort with "terminate called without an active exception"
+            torch.distributed.barrier()
     except AlignlabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
