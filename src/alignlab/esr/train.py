@@ -265,14 +265,8 @@ def train_assistant(
     s: dict[str, Any] = {"epoch": 0, "curve": [], "mi_curve": [], "window": {}, "info": {}}
     s.update(train_time_s=0.0, update_time_s=0.0, updates=0)
     ck = ctx.checkpoint.load() if ctx is not None else None
-    if ck is not None:  # JSON holds NaN and inf as text: back to floats
+    if ck is not None:
         s = ck.state
-        s["window"], s["info"] = (
-            {k: [float(x) for x in v] for k, v in s[w].items()} for w in ("window", "info")
-        )
-        s["curve"], s["mi_curve"] = (
-            [[e, float(x)] for e, x in s[c]] for c in ("curve", "mi_curve")
-        )
         buffer.load_state_arrays(
             {k.removeprefix("buffer."): v for k, v in ck.tensors.items() if k[:7] == "buffer."}
         )
