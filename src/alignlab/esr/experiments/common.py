@@ -29,6 +29,16 @@ SMOKE_LOOP = LoopConfig(
 SMOKE_AGENT = AgentConfig(batch_size=16, hidden=(16, 16), repr_dim=8, ave_rollouts=4, ave_length=2)
 
 
+def paper_loop(q_updates: int, buffer_epochs: int) -> LoopConfig:
+    """The authors' schedule (ESR notes, "Gridworld defaults"): 10,000 epochs of 100 envs, 100
+    contrastive and dual updates an epoch, no warm-up; the critic's updates and the buffer
+    differ between the gridworld and Overcooked."""
+    return LoopConfig(
+        epochs=10_000, num_envs=100, warmup_epochs=0, repr_updates=100, q_updates=q_updates,
+        dual_updates=100, buffer_epochs=buffer_epochs, log_every=100, checkpoint_every=250,
+    )  # fmt: skip
+
+
 def train_or_not(method: str, make, agent, loop, uctx, *stream) -> tuple[Any, dict]:
     """Train ESR/AvE in the unit `uctx` (its metric lines, progress and checkpoints), seeded
     from the stream (run seed, *stream); nothing for the untrained robots. Returns the trained

@@ -16,7 +16,16 @@ from alignlab.core.units import run_units
 from ..agent import METHODS, AgentConfig
 from ..gridworld import VecGridWorld
 from ..train import LoopConfig, evaluate, robot_for
-from .common import COLORS, LABELS, PAPER, SMOKE_AGENT, SMOKE_LOOP, beats_on_every, train_or_not
+from .common import (
+    COLORS,
+    LABELS,
+    PAPER,
+    SMOKE_AGENT,
+    SMOKE_LOOP,
+    beats_on_every,
+    paper_loop,
+    train_or_not,
+)
 
 
 @dataclass
@@ -260,17 +269,7 @@ register(
             "paper": GridworldConfig(
                 n_seeds=20,
                 agent=AgentConfig(repr_dim=100, hidden=(100, 100), repr_lr=1e-4),
-                loop=LoopConfig(
-                    epochs=10_000,
-                    num_envs=100,
-                    warmup_epochs=0,
-                    repr_updates=100,
-                    q_updates=100,
-                    dual_updates=100,
-                    buffer_epochs=3,
-                    log_every=100,
-                    checkpoint_every=250,
-                ),
+                loop=paper_loop(q_updates=100, buffer_epochs=3),
             ),
         },
         run=run,

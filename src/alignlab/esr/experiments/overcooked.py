@@ -19,7 +19,16 @@ from ..agent import AgentConfig
 from ..overcooked import LAYOUTS
 from ..overcooked_human import AssistedOvercooked
 from ..train import LoopConfig, evaluate, robot_for, rollout
-from .common import COLORS, LABELS, PAPER, SMOKE_AGENT, SMOKE_LOOP, beats_on_every, train_or_not
+from .common import (
+    COLORS,
+    LABELS,
+    PAPER,
+    SMOKE_AGENT,
+    SMOKE_LOOP,
+    beats_on_every,
+    paper_loop,
+    train_or_not,
+)
 
 OVERCOOKED_METHODS = ("esr", "ave", "random")
 
@@ -177,17 +186,7 @@ register(
                     target_entropy=0.9,
                     batch_size=256,
                 ),
-                loop=LoopConfig(
-                    epochs=10_000,
-                    num_envs=100,
-                    warmup_epochs=0,
-                    repr_updates=100,
-                    q_updates=30,
-                    dual_updates=100,
-                    buffer_epochs=5,
-                    log_every=100,
-                    checkpoint_every=250,
-                ),
+                loop=paper_loop(q_updates=30, buffer_epochs=5),
             ),
         },
         run=run,
