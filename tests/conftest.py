@@ -16,7 +16,7 @@ def one_torch_thread():
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
-    """Corpus, tokenizer and teacher caches go to a session folder, never ~/.cache (tests
+    """Corpus, tokenizer and teacher caches go to a folder of this test run, never ~/.cache (tests
     that want their own folder set ALIGNLAB_CACHE again)."""
     old = os.environ.get("ALIGNLAB_CACHE")
     os.environ["ALIGNLAB_CACHE"] = str(tmp_path_factory.mktemp("alignlab-cache"))

@@ -57,7 +57,8 @@ def cached_folder(
     root: str | os.PathLike | None = None,
 ) -> tuple[Path, bool]:
     """(folder, built): the complete artifact (kind, key), built by `build(tmp_folder)` if it
-    is not there yet. `built` is False when it came from the cache (or another process)."""
+    is not there yet. `built` is True when this call ran `build` (another process may still have
+    put its own identical artifact in place first, which is then kept)."""
     folder = artifact_dir(kind, key, root)
     if is_complete(folder):
         return folder, False

@@ -55,15 +55,10 @@ def crash_after_checkpoint(n: int = 1) -> Iterator[None]:
         _CRASH.update(after=None, seen=0)
 
 
-def crash_pending() -> bool:
-    """True inside `crash_after_checkpoint` before the crash has happened."""
-    return _CRASH["after"] is not None and _CRASH["seen"] < _CRASH["after"]
-
-
 def simulate_crash_now(where: str) -> None:
     """Crash here if a simulated crash is still pending (the run's last chance to stop before
     its results are written, for experiments that never checkpoint)."""
-    if crash_pending():
+    if _CRASH["after"] is not None and _CRASH["seen"] < _CRASH["after"]:
         _CRASH["seen"] = _CRASH["after"]
         raise SimulatedCrash(f"simulated crash {where}")
 
@@ -211,15 +206,23 @@ class Checkpointer:
         self.dir = Path(owner) / FOLDER
         self.rng = rng
 
+    def meta(self) -> dict[str, Any] | None:
+        """The newest checkpoint's state.json (step, state, training, rng), without loading its
+        tensors or restoring anything; None if there is none."""
+        for d in (self.dir, old_folder(self.dir)):
+            if (d / "state.json").is_file():
+                try:
+                    return read_json(d / "state.json")
+                except (OSError, ValueError) as e:
+                    raise AlignlabError(
+                        f"Checkpoint in {d} is unreadable ({e}); use --force."
+                    ) from e
+        return None
+
     def last_step(self) -> int | None:
         """The step of the newest checkpoint, without loading it; None if there is none."""
-        d = self._readable_dir()
-        if d is None:
-            return None
-        try:
-            return int(read_json(d / "state.json")["step"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise AlignlabError(f"Checkpoint in {d} is unreadable ({e}); use --force.") from e
+        meta = self.meta()
+        return None if meta is None else int(meta["step"])
 
     def _readable_dir(self) -> Path | None:
         for d in (self.dir, old_folder(self.dir)):

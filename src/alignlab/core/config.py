@@ -250,14 +250,16 @@ def split_override(item: str) -> tuple[str, str]:
 
 
 def apply_overrides(cfg: Any, overrides: dict[str, Any] | list[str] | None) -> Any:
-    """A copy of `cfg` with overrides applied and type-checked.
+    """A copy of `cfg` with overrides applied and type-checked, then validated (`validate`),
+    overrides or not.
 
     `overrides` is either a list of "key=value" strings (from the command line) or a
     dict of key -> value (already typed, or strings to parse).
     """
-    if not overrides:
-        return cfg
-    items = overrides.items() if isinstance(overrides, dict) else map(split_override, overrides)
+    if isinstance(overrides, dict):
+        items = list(overrides.items())
+    else:
+        items = [split_override(item) for item in overrides or []]
     for key, raw in items:
         cfg = _set(cfg, key, raw, key)
     validate(cfg)

@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from alignlab.core.checkpoint import FOLDER, Checkpointer
+from alignlab.core.checkpoint import Checkpointer
 from alignlab.core.errors import AlignlabError
-from alignlab.core.io import atomic_write_text, old_folder, read_json
+from alignlab.core.io import atomic_write_text
 from alignlab.core.seeding import substream
 
 STAGES = "stages"
@@ -227,13 +227,8 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _stage_step(folder: Path) -> int | None:
-    for d in (folder / FOLDER, old_folder(folder / FOLDER)):
-        try:
-            meta = read_json(d / "state.json")
-        except (OSError, ValueError):
-            continue
-        return int(meta["state"].get("__offset__", 0)) + int(meta["step"])
-    return None
+    meta = Checkpointer(folder).meta()
+    return None if meta is None else int(meta["state"].get("__offset__", 0)) + int(meta["step"])
 
 
 def last_committed_step(run_dir: Path) -> int | None:

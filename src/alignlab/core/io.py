@@ -109,21 +109,25 @@ def atomic_folder(path: str | os.PathLike, *, replace: bool = True) -> Iterator[
         os.chmod(tmp, _DIR_MODE)
         yield tmp
         _fsync_tree(tmp)
-        if path.exists() and not replace:
-            return
-        old = old_folder(path)
-        shutil.rmtree(old, ignore_errors=True)
-        if path.exists():
-            os.replace(path, old)
-        try:
-            os.replace(tmp, path)
-        except OSError:
-            if not path.exists() and old.exists():
-                os.replace(old, path)  # put the previous folder back
-            if replace or not path.exists():
+        if not replace:
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                if not path.exists():
+                    raise  # a real failure, not another process having finished first
+        else:
+            old = old_folder(path)
+            shutil.rmtree(old, ignore_errors=True)
+            if path.exists():
+                os.replace(path, old)
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                if old.exists():
+                    os.replace(old, path)  # put the previous folder back
                 raise
+            shutil.rmtree(old, ignore_errors=True)
         fsync_dir(path.parent)
-        shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

