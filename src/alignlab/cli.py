@@ -207,88 +207,111 @@ def reproduce(
         list[str] | None, typer.Option(help="Only these systems (repeatable), e.g. drmdp.")
     ] = None,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/reproduce"),
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seeds: Annotated[
+        str,
+        typer.Option(
+            "--seeds",
+            "--seed",
+            help="Seeds, e.g. 0, 0-4 or 0,2,7: every experiment runs once per seed, and each "
+            "claim is reported with its hold rate across them.",
+        ),
+    ] = "0",
     force: Annotated[bool, typer.Option(help="Re-run finished runs too.")] = False,
     device: DeviceOpt = "auto",
-    strict: Annotated[bool, typer.Option(help="Exit 1 if any claim fails.")] = False,
+    strict: Annotated[bool, typer.Option(help="Exit 1 if any claim fails (on any seed).")] = False,
     threads: ThreadsOpt = None,
-    workers: UnitWorkersOpt = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="One seed: units trained at once (default one per core). Several seeds: "
+            "runs at once (default one per core), as in sweep."
+        ),
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="Several seeds: local (process pool) | ray")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address; default starts a local Ray.")
+    ] = None,
+    docs: Annotated[
+        Path | None,
+        typer.Option(
+            help="Several seeds: write each system's robustness tables into "
+            "DOCS/<system>.md, between its robustness markers."
+        ),
+    ] = None,
 ) -> None:
-    """Run every experiment's preset; write report.html, report.md and claims.json.
+    """Run every experiment's preset on one seed or several; write report.html, report.md
+    and claims.json (with per-seed verdicts and hold rates).
 
     Work-in-progress experiments are left out unless --only names their system; the report
     names each one left out, with its claims as last measured in OUT when a run exists."""
-    from alignlab.core.report import LeftOut, build_report
-    from alignlab.core.run import RunSpec, execute
+    from alignlab.core.reproduce import plan
+    from alignlab.core.reproduce import reproduce as do_reproduce
+    from alignlab.core.sweep import parse_seeds
 
     _check_preset(preset)
-    systems = registry.implemented_systems()
-    for s in only or []:
-        if s not in systems:
-            raise AlignlabError(
-                f"Unknown system {s!r}.{did_you_mean(s, systems)} "
-                f"Implemented systems: {', '.join(systems)}."
-            )
-    every = registry.experiments()
-    exps = [e for e in every if e.system in only] if only else [e for e in every if not e.wip]
-    left_out = [
-        LeftOut(
-            e.name,
-            "work in progress: its claims do not reproduce yet"
-            if e.wip and not only
-            else "not selected by --only",
-            out / "runs" / preset / e.name,
-        )
-        for e in every
-        if e not in exps
-    ]
-    wip = [x.experiment for x in left_out if not only]
-    if wip:
+    seed_list = parse_seeds(seeds)
+    the_plan = plan(only, preset, seed_list, out)
+    if the_plan.wip:
         console.print(
             "[yellow]left out (work in progress, claims not reproduced yet):[/] "
-            f"{', '.join(wip)}; include with "
-            + " ".join(sorted({f"--only {x.split('.')[0]}" for x in wip}))
+            f"{', '.join(the_plan.wip)}; include with "
+            + " ".join(sorted({f"--only {x.split('.')[0]}" for x in the_plan.wip}))
         )
-    dirs, failures = [], []
-    for exp in exps:
-        console.rule(f"[bold]{exp.name}[/] ({preset})")
-        spec = RunSpec(
-            experiment=exp.name,
-            preset=preset,
-            seed=seed,
-            out=str(out / "runs" / preset / exp.name),
-            resume=True,
-            force=force,
-            device=device,
-            threads=threads,
-            workers=workers,
-        )
-        try:
-            outcome = execute(spec)
-        except (AlignlabError, KeyboardInterrupt):
-            raise
-        except Exception as e:  # one broken experiment must not hide the others' results
-            failures.append(f"{exp.name} failed: {type(e).__name__}: {e} (see {spec.out}/log.txt)")
-            error(failures[-1])
-            continue
-        note = " (finished earlier, reused)" if outcome.skipped else f" in {outcome.wall_s:.1f} s"
-        stdout.print(_claims_table(outcome.claims, f"{exp.name}{note}"))
-        dirs.append(outcome.dir)
-    runs, problems = build_report(
-        dirs, out, title=f"alignlab reproduce ({preset} preset)", problems=failures,
-        left_out=left_out,
+
+    def outcome(name, seed, o) -> None:
+        if len(seed_list) > 1:
+            return  # one table per experiment at the end, across the seeds
+        note = " (finished earlier, reused)" if o.skipped else f" in {o.wall_s:.1f} s"
+        stdout.print(_claims_table(o.claims, f"{name}{note}"))
+
+    result = do_reproduce(
+        the_plan, preset, seed_list, out, force=force, device=device, threads=threads,
+        workers=workers, backend=backend, address=address, on_outcome=outcome,
+        on_failure=error,
+        on_start=lambda name: console.rule(f"[bold]{name}[/] ({preset})"),
     )  # fmt: skip
-    claims = [c for r in runs for c in r.claims]
+    from alignlab.core.report import all_claims, seed_label
+
+    claims = all_claims(result.runs)
+    if len(seed_list) > 1:
+        for exp in the_plan.experiments:
+            rows = [c for c in claims if c["experiment"] == exp.name]
+            if rows:
+                stdout.print(_hold_rate_table(rows, f"{exp.name} ({seed_label(seed_list)})"))
     n_hold = sum(c["holds"] for c in claims)
-    skipped = f"; {len(left_out)} left out (named in the report)" if left_out else ""
+    n_exp = len({c["experiment"] for c in claims})
+    every = " on every seed" if len(seed_list) > 1 else ""
+    skipped = (
+        f"; {len(the_plan.left_out)} left out (named in the report)" if the_plan.left_out else ""
+    )
     stdout.print(
-        f"[bold]{n_hold}/{len(claims)} claims hold[/] in the {len(runs)} experiments run"
+        f"[bold]{n_hold}/{len(claims)} claims hold{every}[/] in the {n_exp} experiments run"
         f"{skipped}; report: {out / 'report.html'}, {out / 'report.md'}"
     )
-    if problems:
-        raise AlignlabError("; ".join(problems))
+    if docs is not None and len(seed_list) > 1:
+        from alignlab.core.report import update_docs
+
+        for page in update_docs(out / "robustness", docs):
+            console.print(f"robustness tables written into {page}")
+    if result.problems:
+        raise AlignlabError("; ".join(result.problems))
     if strict and n_hold < len(claims):
         raise typer.Exit(1)
+
+
+def _hold_rate_table(claims: list[dict], title: str) -> Table:
+    table = Table(title=title, show_lines=False)
+    table.add_column("claim")
+    table.add_column("measured (mean ± 95% CI)", overflow="fold")
+    table.add_column("hold rate")
+    for c in claims:
+        m = c["measured"]
+        m = f"{m:.4g}" if isinstance(m, float) else str(m)
+        rate = c["hold_rate"]
+        table.add_row(c["id"], m, f"[green]{rate}[/]" if c["holds"] else f"[red]{rate}[/]")
+    return table
 
 
 @app.command()

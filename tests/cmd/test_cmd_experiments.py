@@ -149,3 +149,20 @@ def test_a_unit_killed_mid_way_continues_from_its_own_checkpoint(tmp_path, monke
         "[unit cmd2/seed0] resuming from its checkpoint at step 10" in (d / "log.txt").read_text()
     )
     assert not (d / "units").exists()
+
+
+def test_learned_distance_claim_needs_rho_above_zero_outside_its_ci_over_goals():
+    def result(rho, half):
+        q = {
+            "per_goal_spearman": rho,
+            "per_goal_spearman_ci95": half,
+            "overall_spearman_target": 0.9,
+            "overall_spearman_pair_dsd": 0.5,
+        }
+        return {"learned": {"quasimetric": q}}
+
+    assert triangle.claim_learned_rho(result(0.77, 0.05))[1]
+    assert not triangle.claim_learned_rho(result(0.04, 0.05))[1]
+    assert not triangle.claim_learned_rho(result(-0.3, 0.05))[1]
+    # an undefined correlation (a constant distance), written "nan" in results.json
+    assert not triangle.claim_learned_rho(result("nan", "nan"))[1]

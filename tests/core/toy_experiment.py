@@ -88,3 +88,46 @@ TOY = register(
         ],
     )
 )
+
+
+@dataclass
+class SeededConfig:
+    draws: int = 1000
+    fail_seed: int = 1  # the claim is made to fail on this seed only
+
+    def validate(self):
+        if self.draws <= 0:
+            raise ValueError(f"draws must be positive, got {self.draws}")
+
+
+def run_seeded(ctx) -> dict:
+    """A mean of uniform draws (≈ 0.5 on every seed), and a check that fails on one seed."""
+    draws = ctx.rng.uniform(size=ctx.config.draws)
+    ctx.log_metrics(1, mean=float(draws.mean()))
+    return {"mean": float(draws.mean()), "seed": ctx.seed, "fail_seed": ctx.config.fail_seed}
+
+
+SEEDED = register(
+    Experiment(
+        name="toy.seeded",
+        paper="(test fixture)",
+        description="A claim that holds on every seed but one",
+        config=SeededConfig,
+        presets={p: SeededConfig() for p in ("smoke", "quick", "paper")},
+        run=run_seeded,
+        claims=[
+            Claim(
+                "not_the_fail_seed",
+                "The run's seed is not the configured fail_seed",
+                lambda r: (f"seed {r['seed']}", r["seed"] != r["fail_seed"]),
+                figure=lambda r: r["mean"],
+            ),
+            Claim(
+                "mean_near_half",
+                "The mean of uniform draws is within 0.1 of 0.5",
+                lambda r: (r["mean"], abs(r["mean"] - 0.5) < 0.1),
+                figure=lambda r: {"mean": r["mean"], "seed": r["seed"]},
+            ),
+        ],
+    )
+)

@@ -67,5 +67,17 @@ def test_reproduce_keeps_presets_apart(tmp_path):
             app, ["reproduce", "--only", "drmdp", "--preset", preset, "--out", str(tmp_path)]
         )
         assert r.exit_code == 0, r.output
-    assert (tmp_path / "runs" / "smoke" / "drmdp.table4" / "results.json").exists()
-    assert (tmp_path / "runs" / "quick" / "drmdp.table4" / "results.json").exists()
+    assert (tmp_path / "runs" / "smoke" / "seed0" / "drmdp.table4" / "results.json").exists()
+    assert (tmp_path / "runs" / "quick" / "seed0" / "drmdp.table4" / "results.json").exists()
+
+
+def test_horizon_claim_reads_grows_as_never_falling_and_rising_overall():
+    from alignlab.drmdp.experiments import _claim_grows
+
+    def result(y):
+        return {"population": {"x": list(range(1, len(y) + 1)), "y": y}, "spearman_rho": 0.9}
+
+    assert _claim_grows(result([0.0, 0.1, 0.1, 0.4]))[1]
+    measured, holds = _claim_grows(result([0.0, 0.2, 0.1, 0.4]))
+    assert not holds and "falls at H=2→3" in measured
+    assert not _claim_grows(result([0.2, 0.2, 0.2]))[1]

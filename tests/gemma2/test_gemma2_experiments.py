@@ -28,11 +28,15 @@ def test_window_claim_checks_halved_and_quartered_windows_only():
             {"divisor": d, "window": 64 // d, "val_ppl": 10 * (1 + c), "rel_change": c}
             for d, c in changes
         ]
-        return {"rows": rows, "tolerance": 0.05}
+        return {"rows": rows}
 
-    assert ex.claim_window(result([(1, 0), (2, 0.01), (4, 0.04), (16, 0.5)]))[1]
-    assert not ex.claim_window(result([(1, 0), (2, 0.01), (4, 0.06)]))[1]
-    assert not ex.claim_window(result([(1, 0), (2, -0.06), (4, 0.0)]))[1]  # either direction
+    # Table 10's bars: ln(1.635 / 1.625) halved, ln(1.645 / 1.625) quartered
+    assert ex.TABLE10_BOUND[2] == pytest.approx(0.0061350, abs=1e-6)
+    assert ex.TABLE10_BOUND[4] == pytest.approx(0.0122326, abs=1e-6)
+    assert ex.claim_window(result([(1, 0), (2, 0.006), (4, 0.012), (16, 0.5)]))[1]
+    assert not ex.claim_window(result([(1, 0), (2, 0.007), (4, 0.0)]))[1]
+    assert not ex.claim_window(result([(1, 0), (2, 0.0), (4, 0.0125)]))[1]
+    assert not ex.claim_window(result([(1, 0), (2, -0.007), (4, 0.0)]))[1]  # either direction
     assert not ex.claim_window(result([(1, 0), (16, 0.0)]))[1]
 
 

@@ -1,9 +1,15 @@
 """Reports: each paper claim beside the measured figure, per system, with the runs' plots.
 
 `build_report(run_dirs, out)` writes `out/report.html` (self-contained: plots embedded as
-base64 PNG), `out/report.md` (plots linked relative to `out`) and `out/claims.json` (every
-claim of every run, with `system` and `experiment` keys). Unreadable run directories are
-listed as problems in the report instead of stopping it.
+base64 PNG), `out/report.md` (plots linked relative to `out`) and `out/claims.json` (one
+entry per claim of each experiment, with `system` and `experiment` keys and its per-seed
+verdicts: `core.claims.across_seeds`). Unreadable run directories are listed as problems in
+the report instead of stopping it.
+
+Runs of one experiment on several seeds are reported together: each claim with its hold rate
+("4/5 seeds") and its figures as mean ± 95% CI across the seeds, and a robustness table
+(claim × seed), also written per system to `out/robustness/<system>.md` for the docs. A claim
+counts as holding in the headline only if it holds on every seed it was run on.
 
 A report hides nothing: experiments that were not run (`left_out`: work in progress, or not
 selected) are named in the headline and in their system's row, with the reason and, where a
@@ -20,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alignlab.core.claims import across_seeds
 from alignlab.core.errors import AlignlabError
 from alignlab.core.io import atomic_write_json, atomic_write_text, read_json
 from alignlab.core.run import config_of, run_status
@@ -90,12 +97,46 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     )
 
 
+def by_experiment(runs: list[LoadedRun]) -> dict[str, list[LoadedRun]]:
+    """The runs grouped by experiment (in first-seen order), each group sorted by seed."""
+    groups: dict[str, list[LoadedRun]] = {}
+    for r in runs:
+        groups.setdefault(r.experiment, []).append(r)
+    return {e: sorted(rs, key=lambda r: r.meta.get("seed", 0)) for e, rs in groups.items()}
+
+
+def experiment_claims(rs: list[LoadedRun]) -> list[dict[str, Any]]:
+    """One experiment's claims across its runs (one per seed): `core.claims.across_seeds`."""
+    ids = list(dict.fromkeys(c["id"] for r in rs for c in r.claims))
+    out = []
+    for cid in ids:
+        per_seed = [
+            (r.meta.get("seed"), str(r.dir), c) for r in rs for c in r.claims if c["id"] == cid
+        ]
+        entry = across_seeds(per_seed)
+        if len(per_seed) < len(rs):  # a claim some runs lack (e.g. an older version's)
+            entry["holds"] = False
+            entry["hold_rate"] = f"{entry['held']}/{len(rs)} seeds (missing in some runs)"
+        out.append(entry)
+    return out
+
+
 def all_claims(runs: list[LoadedRun]) -> list[dict[str, Any]]:
     return [
-        {"system": r.system, "experiment": r.experiment, "run": str(r.dir), **c}
-        for r in runs
-        for c in r.claims
+        {"system": rs[0].system, "experiment": exp, **c}
+        for exp, rs in by_experiment(runs).items()
+        for c in experiment_claims(rs)
     ]
+
+
+def seed_label(seeds: list[int]) -> str:
+    """[0, 1, 2, 3, 4] → 'seeds 0–4'; [0, 2] → 'seeds 0, 2'; [3] → 'seed 3'."""
+    seeds = sorted(set(seeds))
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    if seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"seeds {seeds[0]}–{seeds[-1]}"
+    return "seeds " + ", ".join(map(str, seeds))
 
 
 def _measured(x: Any) -> str:
@@ -138,7 +179,29 @@ def build_report(
     blocks = _blocks(runs, problems, registry, title, left)
     atomic_write_text(out / "report.md", _markdown(blocks, out))
     atomic_write_text(out / "report.html", _html(blocks, title))
+    if any(len(rs) > 1 for rs in by_experiment(runs).values()):
+        for system, rs in _by_system(runs).items():
+            path = out / "robustness" / f"{system}.md"
+            atomic_write_text(path, robustness_markdown(rs))
     return runs, problems
+
+
+def robustness_markdown(runs: list[LoadedRun]) -> str:
+    """One system's robustness tables (claim × seed, one table per experiment), as Markdown:
+    the docs' "Robustness" section."""
+    blocks = []
+    for exp, rs in by_experiment(runs).items():
+        meta = rs[0].meta
+        blocks += [
+            ("p", f"{exp} ({meta.get('preset')} preset, {seed_label(_seeds(rs))})", True),
+            _robustness_table(rs),
+            *_failure_details(rs),
+        ]
+    return _markdown(blocks, Path("."))
+
+
+def _seeds(rs: list[LoadedRun]) -> list[int]:
+    return [r.meta.get("seed") for r in rs]
 
 
 def _by_system(runs: list[LoadedRun]) -> dict[str, list[LoadedRun]]:
@@ -155,8 +218,8 @@ def _summary_rows(runs: list[LoadedRun], left) -> list[tuple[str, str, str]]:
     rows = []
     for system in dict.fromkeys(systems):
         rs = _by_system(runs).get(system, [])
-        held = sum(c["holds"] for r in rs for c in r.claims)
-        total = sum(len(r.claims) for r in rs)
+        claims = all_claims(rs) if rs else []
+        held, total = sum(c["holds"] for c in claims), len(claims)
         outs = [_left_label(x, run) for x, run in left if x.system == system]
         rows.append((system, f"{held}/{total}" if rs else "—", "; ".join(outs) or "—"))
     return rows
@@ -170,9 +233,18 @@ def _left_label(x: LeftOut, run: LoadedRun | None) -> str:
 
 
 def _headline(runs: list[LoadedRun], left) -> str:
-    n_hold = sum(c["holds"] for r in runs for c in r.claims)
-    n_all = sum(len(r.claims) for r in runs)
-    text = f"{n_hold}/{n_all} claims hold in the {len(runs)} experiments run"
+    claims = all_claims(runs)
+    n_hold, n_all = sum(c["holds"] for c in claims), len(claims)
+    n_exp = len(by_experiment(runs))
+    seeds = sorted({r.meta.get("seed") for r in runs})
+    if len(seeds) == 1 and n_exp == len(runs):
+        text = f"{n_hold}/{n_all} claims hold in the {n_exp} experiments run"
+    else:
+        text = (
+            f"{n_hold}/{n_all} claims hold on every seed run ({seed_label(seeds)}) in the "
+            f"{n_exp} experiments run (a claim counts only if it holds on every seed; the "
+            "others show their hold rate)"
+        )
     if left is None:  # a report of given run folders: no statement about coverage
         return text + "."
     if not left:
@@ -195,6 +267,15 @@ def _run_line(r: LoadedRun) -> str:
     return f"preset {r.meta.get('preset')}, seed {r.meta.get('seed')}{wall_s}, run {r.dir}"
 
 
+def _seeds_line(rs: list[LoadedRun]) -> str:
+    walls = [r.meta.get("wall_s") for r in rs]
+    wall = ""
+    if all(isinstance(w, (int, float)) for w in walls):
+        wall = f", {sum(walls) / len(walls):.1f} s per seed"
+    where = os.path.commonpath([str(r.dir) for r in rs])
+    return f"preset {rs[0].meta.get('preset')}, {seed_label(_seeds(rs))}{wall}, runs under {where}"
+
+
 # ---------------------------------------------------------------------------------------
 # the report as blocks, rendered once as Markdown and once as HTML
 #   ("h", level, text)  ("p", text, bold)  ("small", text)  ("list", items)
@@ -209,8 +290,12 @@ def _blocks(runs, problems, registry, title: str, left) -> list[tuple]:
         out += [("h", 2, "Problems"), ("list", problems)]
     for system, rs in _by_system(runs).items():
         out.append(("h", 2, system))
-        for r in rs:
-            out += [("h", 3, r.experiment), *_run_blocks(r, registry)]
+        for exp, ers in by_experiment(rs).items():
+            out.append(("h", 3, exp))
+            if len(ers) == 1:
+                out += _run_blocks(ers[0], registry)
+            else:
+                out += _seeds_blocks(ers, registry)
     if left:
         out.append(("h", 2, "Not run in this reproduction"))
         for x, run in left:
@@ -234,6 +319,61 @@ def _run_blocks(r: LoadedRun, registry) -> list[tuple]:
     ]
     if r.plots:
         out.append(("plots", r.experiment, r.plots))
+    return out
+
+
+def _seeds_blocks(rs: list[LoadedRun], registry) -> list[tuple]:
+    """One experiment run on several seeds: claims with hold rates, the robustness table, the
+    failing seeds' figures, and the first seed's plots."""
+    exp = registry.get(rs[0].experiment)
+    out = [("p", f"{exp.description} ({exp.paper})", False)] if exp is not None else []
+    out.append(("small", _seeds_line(rs)))
+    rows = [
+        (c["id"], c["statement"], _measured(c["measured"]), c["hold_rate"], c["holds"])
+        for c in experiment_claims(rs)
+    ]
+    header = ("claim", "paper's statement", "measured (mean ± 95% CI)", "hold rate", "holds")
+    out += [("table", header, rows), ("p", "Robustness (claim × seed)", True)]
+    out += [_robustness_table(rs), *_failure_details(rs)]
+    if rs[0].plots:
+        seed = rs[0].meta.get("seed")
+        out += [("small", f"plots of seed {seed}"), ("plots", rs[0].experiment, rs[0].plots)]
+    return out
+
+
+def _robustness_table(rs: list[LoadedRun]) -> tuple:
+    claims = experiment_claims(rs)
+    header = ("claim", *(f"seed {s}" for s in _seeds(rs)), "hold rate")
+    rows = []
+    for c in claims:
+        by_seed = {s["seed"]: s for s in c["seeds"]}
+        cells = []
+        for seed in _seeds(rs):
+            s = by_seed.get(seed)
+            cells.append("—" if s is None else ("✅ " if s["holds"] else "❌ ") + _compact(s))
+        rows.append((c["id"], *cells, c["hold_rate"]))
+    return ("table", header, rows)
+
+
+def _compact(seed_entry: dict[str, Any]) -> str:
+    """A seed's figure in a few characters: '0.865' or 'CMD-2 0.99, CRL 0.37'."""
+    f = seed_entry.get("figure")
+    if f is None:
+        return ""
+    if isinstance(f, dict):
+        return ", ".join(f"{k} {v:.3g}" for k, v in f.items())
+    return f"{f:.3g}"
+
+
+def _failure_details(rs: list[LoadedRun]) -> list[tuple]:
+    """The measured text of every claim on every seed where it fails."""
+    out = []
+    for c in experiment_claims(rs):
+        lines = [
+            f"seed {s['seed']}: {_measured(s['measured'])}" for s in c["seeds"] if not s["holds"]
+        ]
+        if lines:
+            out.append(("details", f"{c['id']}: the seeds where it fails", "\n".join(lines)))
     return out
 
 
@@ -305,3 +445,30 @@ def _html(blocks: list[tuple], title: str) -> str:
             h.append("<div class=plots>" + "".join(_img(p) for p in a[1]) + "</div>")
     h.append("</body></html>")
     return "\n".join(h)
+
+
+ROBUSTNESS_BEGIN = (
+    "<!-- robustness: generated by `alignlab reproduce --seeds ... --docs`; do not edit -->"
+)
+ROBUSTNESS_END = "<!-- robustness: end -->"
+
+
+def update_docs(robustness_dir: str | Path, docs_dir: str | Path) -> list[Path]:
+    """Write each `robustness_dir/<system>.md` into `docs_dir/<system>.md` between the
+    robustness markers (a "## Robustness" section is appended to a page that has none).
+    Pages of systems without a docs page are skipped. Returns the pages written."""
+    written = []
+    for table in sorted(Path(robustness_dir).glob("*.md")):
+        page = Path(docs_dir) / table.name
+        if not page.is_file():
+            continue
+        text = page.read_text(encoding="utf-8")
+        body = f"{ROBUSTNESS_BEGIN}\n{table.read_text(encoding='utf-8').strip()}\n{ROBUSTNESS_END}"
+        if ROBUSTNESS_BEGIN in text and ROBUSTNESS_END in text:
+            head, rest = text.split(ROBUSTNESS_BEGIN, 1)
+            text = head + body + rest.split(ROBUSTNESS_END, 1)[1]
+        else:
+            text = text.rstrip("\n") + "\n\n## Robustness\n\n" + body + "\n"
+        atomic_write_text(page, text)
+        written.append(page)
+    return written

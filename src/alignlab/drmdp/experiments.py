@@ -120,6 +120,15 @@ def _claim_incentives(r: dict) -> tuple:
     return measured, len(with_incentive) == len(others), detail
 
 
+def _figure_incentives(r: dict) -> dict:
+    inc = r["claims"]["influence_incentive_examples"]
+    return {
+        "objectives with an incentive": sum(
+            bool(inc[o]) for o in OBJECTIVE_NAMES if o not in CAUTIOUS
+        )
+    }
+
+
 def _cautious_cells(r: dict, objective: str) -> list[dict]:
     own = {c["example"]: c["theta0"] for c in r["cells"] if c["objective"] == "real_time"}
     return [
@@ -255,12 +264,15 @@ def _claim_threshold(r: dict) -> tuple:
 
 
 def _claim_grows(r: dict) -> tuple:
+    """ "Grows", read literally: no fall from one horizon to the next, and a rise overall."""
     f = r["population"]["y"]
     h = r["population"]["x"]
+    falls = [f"H={a}→{b}" for a, b, x, y in zip(h, h[1:], f, f[1:]) if y < x]
     measured = (
         f"{f[0]:.3f} at H={h[0]} → {f[-1]:.3f} at H={h[-1]}; Spearman ρ = {r['spearman_rho']:.2f}"
+        + (f"; falls at {', '.join(falls)}" if falls else "")
     )
-    return measured, f[-1] > f[0] and r["spearman_rho"] >= 0.9
+    return measured, f[-1] > f[0] and not falls
 
 
 def plot_horizon(results: dict, ctx) -> None:
@@ -367,12 +379,14 @@ register(
                 "Table 4: the measured table matches the paper cell by cell; every disagreement "
                 "is explained by a documented ambiguity",
                 _claim_table_matches,
+                figure=lambda r: {"cells matching": r["n_match"]},
             ),
             Claim(
                 "influence_incentives",
                 "Every objective except constrained RT and ParetoUD has an influence incentive "
                 "in at least one example (§4, Table 4)",
                 _claim_incentives,
+                figure=_figure_incentives,
             ),
             Claim(
                 "cautious_objectives",
@@ -402,12 +416,18 @@ register(
                 "conspiracy_threshold",
                 "Conspiracy Influence: real-time reward prefers influence iff H > 2 (§3.1, Fig. 1)",
                 _claim_threshold,
+                figure=lambda r: {"threshold H": r["conspiracy"]["threshold"]},
             ),
             Claim(
                 "incentive_grows_with_horizon",
                 "Over random DR-MDPs, the fraction with a real-time influence incentive grows "
-                "with the horizon (§3.1)",
+                "with the horizon (§3.1): it never falls from one horizon to the next and is "
+                "higher at the longest than at H = 1",
                 _claim_grows,
+                figure=lambda r: {
+                    f"H={r['population']['x'][0]}": r["population"]["y"][0],
+                    f"H={r['population']['x'][-1]}": r["population"]["y"][-1],
+                },
             ),
         ],
         plots=plot_horizon,
@@ -436,6 +456,12 @@ register(
                 "Real-time reward manipulates preferences for reward; constrained RT does not, "
                 "and gives up reward (our recommender; cf. Clickbait in Table 4)",
                 _claim_rt_manipulates,
+                figure=lambda r: {
+                    "real-time excess drift": r["objectives"]["real_time"]["excess_drift"],
+                    "constrained RT excess drift": r["objectives"]["constrained_real_time"][
+                        "excess_drift"
+                    ],
+                },
             ),
             Claim(
                 "which_objectives_manipulate",

@@ -17,6 +17,7 @@ from ..methods import METHODS, ActionSpec, MethodConfig
 from ..train import LoopConfig, episode_dataset
 from .common import (
     ALL_METHODS,
+    LABELS,
     PAPER,
     SMOKE_LOOP,
     SMOKE_METHOD,
@@ -117,6 +118,11 @@ def beats(r: dict, winners, losers) -> tuple:
     return "; ".join(fmt(r, m) for m in present), holds
 
 
+def success_rates(r: dict) -> dict:
+    """Each method's mean success over the experiment's own seeds."""
+    return {LABELS[m]: x["mean"] for m, x in r["methods"].items()}
+
+
 register(
     Experiment(
         name="cmd.stitching",
@@ -143,6 +149,7 @@ register(
                 "CMD (both variants) beats CRL and GCBC on stitching, outside the 95% CIs "
                 "(notes: 'CMD and QRL should succeed, CRL and GCBC should degrade')",
                 lambda r: beats(r, ("cmd2", "cmd1"), ("crl", "gcbc")),
+                figure=success_rates,
             ),
         ],
         plots=lambda r, ctx: plot_success(r, ctx, "stitching", "A → C"),

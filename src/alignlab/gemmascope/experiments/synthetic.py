@@ -108,11 +108,16 @@ def run_synthetic(ctx) -> dict:
     }
 
 
+def _closest(r: dict) -> dict:
+    """The run whose L0 is closest to the true L0, in ratio."""
+    return min(r["runs"], key=lambda row: abs(math.log(max(row["l0"], 1e-9) / r["true_l0"])))
+
+
 def claim_recovery(r: dict) -> tuple:
     """The run whose L0 is closest to the true L0 (in ratio) must be within the tolerance of
     it and reach the recovery target."""
     true = r["true_l0"]
-    best = min(r["runs"], key=lambda row: abs(math.log(max(row["l0"], 1e-9) / true)))
+    best = _closest(r)
     measured = (
         f"MMCS {best['mean_max_cosine']:.3f} at L0 {best['l0']:.2f} (true {true:.2f}), "
         f"FVU {best['fvu']:.3f}, λ {best['l0_coefficient']:g}"
@@ -186,13 +191,23 @@ register(
             Claim(
                 "dictionary_recovered",
                 "On activations built from a known dictionary, the JumpReLU SAE trained at "
-                "the true L0 recovers the dictionary (mean max cosine similarity >= 0.9)",
+                "the true L0 recovers the dictionary (mean max cosine similarity >= 0.9 at an "
+                "L0 within ±50% of the true one: an implementation check of ours, since the "
+                "paper has no synthetic experiment and the notes give no bar)",
                 claim_recovery,
+                figure=lambda r: {
+                    "MMCS": _closest(r)["mean_max_cosine"],
+                    "L0": _closest(r)["l0"],
+                },
             ),
             Claim(
                 "lambda_controls_sparsity",
                 "A higher λ gives a lower L0 (Gemma Scope §3.2)",
                 claim_lambda,
+                figure=lambda r: {
+                    f"L0 at λ {row['l0_coefficient']:g}": row["l0"]
+                    for row in sorted(r["runs"], key=lambda row: row["l0_coefficient"])
+                },
             ),
         ],
         plots=plot_synthetic,
