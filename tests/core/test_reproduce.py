@@ -153,6 +153,12 @@ def test_across_seeds_on_hand_built_verdicts():
     # figures with different names across seeds are not averaged
     entries[1][2]["figure"] = {"x": 3.0}
     assert "figure" not in across_seeds(entries)
+    # without figures: the measured text when every seed agrees, else a pointer to the seeds
+    for _, _, c in entries:
+        c.pop("figure", None)
+    assert across_seeds(entries)["measured"] == "differs by seed (see the 2 seeds)"
+    entries[1][2]["measured"] = "a"
+    assert across_seeds(entries)["measured"] == "a"
     one = across_seeds(entries[:1])
     assert one["measured"] == "a" and one["run"] == "r0" and one["hold_rate"] == "1/1 seed"
 

@@ -81,3 +81,19 @@ def test_horizon_claim_reads_grows_as_never_falling_and_rising_overall():
     measured, holds = _claim_grows(result([0.0, 0.2, 0.1, 0.4]))
     assert not holds and "falls at H=2→3" in measured
     assert not _claim_grows(result([0.2, 0.2, 0.2]))[1]
+
+
+def test_reproduce_on_two_seeds_gives_each_claim_a_hold_rate(tmp_path):
+    r = runner.invoke(
+        app, ["reproduce", "--only", "drmdp", "--preset", "smoke", "--seeds", "0-1",
+              "--out", str(tmp_path)],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    claims = json.loads((tmp_path / "claims.json").read_text())
+    assert len(claims) == 7 and all(c["n_seeds"] == 2 for c in claims)
+    assert all(c["hold_rate"] == "2/2 seeds" and c["holds"] for c in claims)
+    for c in claims:
+        assert [s["seed"] for s in c["seeds"]] == [0, 1]
+        assert all(f"seed{s['seed']}" in s["run"] for s in c["seeds"])
+    table = (tmp_path / "robustness" / "drmdp.md").read_text()
+    assert table.count("| claim | seed 0 | seed 1 | hold rate |") == 3

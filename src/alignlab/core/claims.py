@@ -95,8 +95,12 @@ def across_seeds(per_seed: list[tuple[int, str, dict[str, Any]]]) -> dict[str, A
         entry["run"] = per_seed[0][1]
         if "detail" in first:
             entry["detail"] = first["detail"]
+    elif figure:
+        entry["measured"] = format_figure(figure)
+    elif len({repr(s["measured"]) for s in seeds}) == 1:
+        entry["measured"] = first["measured"]  # the same on every seed
     else:
-        entry["measured"] = format_figure(figure) if figure else f"see the {len(seeds)} seeds"
+        entry["measured"] = f"differs by seed (see the {len(seeds)} seeds)"
     entry["seeds"] = seeds
     return entry
 

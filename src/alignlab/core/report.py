@@ -356,10 +356,12 @@ def _robustness_table(rs: list[LoadedRun]) -> tuple:
 
 
 def _compact(seed_entry: dict[str, Any]) -> str:
-    """A seed's figure in a few characters: '0.865' or 'CMD-2 0.99, CRL 0.37'."""
+    """A seed's figure in a few characters: '0.865' or 'CMD-2 0.99, CRL 0.37' (without a
+    figure: the start of its measured text)."""
     f = seed_entry.get("figure")
     if f is None:
-        return ""
+        text = _measured(seed_entry["measured"])
+        return text if len(text) <= 40 else text[:39] + "…"
     if isinstance(f, dict):
         return ", ".join(f"{k} {v:.3g}" for k, v in f.items())
     return f"{f:.3g}"
