@@ -252,6 +252,12 @@ def reproduce(
 
     _check_preset(preset)
     seed_list = parse_seeds(seeds)
+    if docs is not None and len(seed_list) < 2:
+        raise AlignlabError(
+            "--docs writes the robustness tables, which need several seeds (e.g. --seeds 0-4)."
+        )
+    if docs is not None and not docs.is_dir():
+        raise AlignlabError(f"--docs {docs}: no such folder (the docs pages live there).")
     the_plan = plan(only, preset, seed_list, out)
     if the_plan.wip:
         console.print(
@@ -290,7 +296,7 @@ def reproduce(
         f"[bold]{n_hold}/{len(claims)} claims hold{every}[/] in the {n_exp} experiments run"
         f"{skipped}; report: {out / 'report.html'}, {out / 'report.md'}"
     )
-    if docs is not None and len(seed_list) > 1:
+    if docs is not None:
         from alignlab.core.report import update_docs
 
         for page in update_docs(out / "robustness", docs):

@@ -136,6 +136,12 @@ def test_bad_seeds_and_backend_are_one_clear_error(tmp_path, toys):
     assert r.exit_code == 2 and "expected non-negative seeds" in r.output
     r = invoke("reproduce", "--seeds", "0-1", "--backend", "slurm", "--out", str(tmp_path))
     assert r.exit_code == 2 and "Valid backends: local, ray" in r.output
+    r = invoke("reproduce", "--seeds", "0", "--docs", str(tmp_path), "--out", str(tmp_path))
+    assert r.exit_code == 2 and "need several seeds" in r.output
+    r = invoke(
+        "reproduce", "--seeds", "0-1", "--docs", str(tmp_path / "nope"), "--out", str(tmp_path)
+    )
+    assert r.exit_code == 2 and "no such folder" in r.output
     assert not (tmp_path / "runs").exists()
 
 
