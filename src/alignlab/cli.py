@@ -223,12 +223,12 @@ def reproduce(
     workers: Annotated[
         int | None,
         typer.Option(
-            help="One seed: units trained at once (default one per core). Several seeds: "
-            "runs at once (default one per core), as in sweep."
+            help="Units trained at once in each run (default one per core); with several "
+            "seeds, N > 1 runs N whole runs at once instead, the cores divided among them."
         ),
     ] = None,
     backend: Annotated[
-        str, typer.Option(help="Several seeds: local (process pool) | ray")
+        str, typer.Option(help="local (this process, or a pool with --workers N) | ray")
     ] = "local",
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address; default starts a local Ray.")
@@ -267,16 +267,14 @@ def reproduce(
         )
 
     def outcome(name, seed, o) -> None:
-        if len(seed_list) > 1:
-            return  # one table per experiment at the end, across the seeds
         note = " (finished earlier, reused)" if o.skipped else f" in {o.wall_s:.1f} s"
-        stdout.print(_claims_table(o.claims, f"{name}{note}"))
+        stdout.print(_claims_table(o.claims, f"{name}, seed {seed}{note}"))
 
     result = do_reproduce(
         the_plan, preset, seed_list, out, force=force, device=device, threads=threads,
         workers=workers, backend=backend, address=address, on_outcome=outcome,
         on_failure=error,
-        on_start=lambda name: console.rule(f"[bold]{name}[/] ({preset})"),
+        on_start=lambda name, seed: console.rule(f"[bold]{name}[/] ({preset}, seed {seed})"),
     )  # fmt: skip
     from alignlab.core.report import all_claims, seed_label
 

@@ -4,10 +4,12 @@ Runs live in `OUT/runs/<preset>/seed<N>/<experiment>/`. A finished run is reused
 unfinished one continues from its checkpoints, so the same command run again completes only
 what is missing, and a multi-seed reproduction reuses the seed a one-seed one already ran.
 
-One seed runs the experiments one after another in this process, each with every core (its
-units in parallel). Several seeds run as a sweep does (`core.sweep`): whole runs in parallel on
-a process pool or Ray, the cores divided among them. Thread and worker counts never change a
-run's results (`core.run`), so both paths give the same files for a seed.
+By default the runs go one after another in this process, each with every core (its units in
+parallel), so a seed's files are those of `reproduce --seed N`, whatever the other seeds.
+`--workers N` (N > 1) or `--backend ray` run whole runs at once instead, as a sweep does
+(`core.sweep`): on a process pool or Ray, the cores divided among them. Most experiments give
+the same files at any thread count; the Gemma 2 teacher does not (its cache key holds the
+thread count), so the gemma2 figures of a parallel reproduction differ from a sequential one's.
 """
 
 from __future__ import annotations
@@ -86,22 +88,24 @@ def reproduce(
     address: str | None = None,
     on_outcome: Callable[[str, int, RunOutcome], None] | None = None,
     on_failure: Callable[[str], None] | None = None,
-    on_start: Callable[[str], None] | None = None,
+    on_start: Callable[[str, int], None] | None = None,
 ) -> Reproduction:
     """Run `plan_` on `seeds` and write the report to `out`.
 
-    With one seed, `threads` and `workers` are each run's (`RunSpec`); with several, `workers`
-    is the number of runs at once (default one per core, at most the runs) and `threads` each
-    run's torch threads (default the cores divided among them), as in `core.sweep`. A run
-    that crashes is reported as a problem, and the other runs still finish.
+    Runs go one after another unless `workers` > 1 or `backend` is "ray" (module docstring).
+    One after another, `threads` and `workers` are each run's (`RunSpec`: torch threads and
+    units at once). In parallel, `workers` is the number of runs at once (default for Ray: one
+    per core, at most the runs) and `threads` each run's torch threads (default: the cores
+    divided among them), as in `core.sweep`. A run that crashes is reported as a problem, and
+    the other runs still finish.
     """
     if backend not in BACKENDS:
         raise AlignlabError(f"Unknown backend {backend!r}. Valid backends: {', '.join(BACKENDS)}.")
     check_count("threads", threads)
     check_count("workers", workers)
     jobs = [(e, s) for e in plan_.experiments for s in seeds]
-    several = len(seeds) > 1
-    if several:
+    parallel = backend == "ray" or (len(seeds) > 1 and (workers or 1) > 1)
+    if parallel:
         workers = workers or min(available_cores(), len(jobs))
         threads = threads or max(1, available_cores() // workers)
     specs = [
@@ -113,10 +117,10 @@ def reproduce(
             resume=True,
             force=force,
             device=device,
-            quiet=several,
+            quiet=parallel,
             module=e.run.__module__,
             threads=threads,
-            workers=1 if several else workers,
+            workers=1 if parallel else workers,
         )
         for e, s in jobs
     ]
@@ -136,10 +140,10 @@ def reproduce(
         if on_outcome:
             on_outcome(spec.experiment, spec.seed, result)
 
-    if not several:
+    if not parallel:
         for spec in specs:
             if on_start:
-                on_start(spec.experiment)
+                on_start(spec.experiment, spec.seed)
             try:
                 result: Any = execute(spec)
             except (AlignlabError, KeyboardInterrupt):
@@ -161,7 +165,7 @@ def reproduce(
                 raise result
             record(spec, result)
     dirs = [o.dir for o in outcomes.values()]
-    seeds_text = f"seed {seeds[0]}" if not several else f"{len(seeds)} seeds"
+    seeds_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} seeds"
     runs, problems = build_report(
         dirs,
         out,
