@@ -189,7 +189,11 @@ def build_report(
 def robustness_markdown(runs: list[LoadedRun]) -> str:
     """One system's robustness tables (claim × seed, one table per experiment), as Markdown:
     the docs' "Robustness" section."""
-    blocks = []
+    lead = (
+        "Each claim on each seed (✅ holds, ❌ fails) with the claim's figure on that seed, and "
+        "its hold rate; written by `alignlab reproduce --seeds ... --docs docs`."
+    )
+    blocks: list[tuple] = [("p", lead, False)]
     for exp, rs in by_experiment(runs).items():
         meta = rs[0].meta
         blocks += [
