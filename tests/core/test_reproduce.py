@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from alignlab.cli import app
 from alignlab.core import experiment as registry
-from alignlab.core.claims import Claim, across_seeds
+from alignlab.core.claims import Claim, across_seeds, format_figure
 from alignlab.core.report import ROBUSTNESS_BEGIN, ROBUSTNESS_END, update_docs
 
 runner = CliRunner()
@@ -63,7 +63,7 @@ def test_a_claim_failing_on_one_seed_shows_its_hold_rate_and_fails_the_headline(
     assert "seed 1: seed 1" in md  # the failing seed's measured figure is shown
     assert "2/3 claims hold on every seed" in r.output and "2/3 seeds" in r.output
     table = (tmp_path / "robustness" / "toy.md").read_text()
-    assert "| claim | seed 0 | seed 1 | seed 2 | hold rate |" in table
+    assert "| claim | seed 0 | seed 1 | seed 2 | mean ± 95% CI | hold rate |" in table
     assert "toy.seeded (smoke preset, seeds 0–2)" in table
 
     r = invoke("reproduce", "--preset", "smoke", "--seeds", "0-2", "--workers", "1",
@@ -156,6 +156,9 @@ def test_across_seeds_on_hand_built_verdicts():
     # t(0.975, 1) · sd / √2 = 12.706 · √2 / √2
     assert math.isclose(c["figure"][""]["ci95"], 12.7062047, rel_tol=1e-6)
     assert c["measured"] == "2 ± 13"
+    assert format_figure({"a": {"mean": 0.98034, "ci95": 0.0076}}) == "a 0.9803 ± 0.0076"
+    assert format_figure({"": {"mean": 271.31, "ci95": 6.8}}) == "271.3 ± 6.8"
+    assert format_figure({"n": {"mean": 100.0, "ci95": 0.0}}) == "n 100 ± 0"
     # figures with different names across seeds are not averaged
     entries[1][2]["figure"] = {"x": 3.0}
     assert "figure" not in across_seeds(entries)

@@ -96,4 +96,4 @@ def test_reproduce_on_two_seeds_gives_each_claim_a_hold_rate(tmp_path):
         assert [s["seed"] for s in c["seeds"]] == [0, 1]
         assert all(f"seed{s['seed']}" in s["run"] for s in c["seeds"])
     table = (tmp_path / "robustness" / "drmdp.md").read_text()
-    assert table.count("| claim | seed 0 | seed 1 | hold rate |") == 3
+    assert table.count("| claim | seed 0 | seed 1 | mean ± 95% CI | hold rate |") == 3

@@ -125,10 +125,16 @@ def _figure_summary(figures: list[Any]) -> dict[str, dict[str, Any]] | None:
 
 
 def format_figure(figure: dict[str, dict[str, Any]]) -> str:
-    """'0.86 ± 0.03' or 'CMD-2 0.99 ± 0.01; CRL 0.40 ± 0.1' (mean ± 95% CI across seeds)."""
+    """'0.803 ± 0.051' or 'CMD-2 0.9803 ± 0.0076; CRL 0.341 ± 0.026' (mean ± 95% CI across
+    seeds, the mean to the CI's two significant digits)."""
 
     def one(s: dict[str, Any]) -> str:
         m, h = s["mean"], s["ci95"]
-        return f"{m:.4g}" if not math.isfinite(h) else f"{m:.4g} ± {h:.2g}"
+        if not math.isfinite(h):
+            return f"{m:.4g}"
+        if h == 0 or not math.isfinite(m):
+            return f"{m:.4g} ± 0"
+        decimals = max(0, 1 - math.floor(math.log10(h)))  # the CI's two significant digits
+        return f"{m:.{decimals}f} ± {h:.{decimals}f}"
 
     return "; ".join(f"{name} {one(s)}".strip() for name, s in figure.items())

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignlab.core.claims import across_seeds
+from alignlab.core.claims import across_seeds, format_figure
 from alignlab.core.errors import AlignlabError
 from alignlab.core.io import atomic_write_json, atomic_write_text, read_json
 from alignlab.core.run import config_of, run_status
@@ -347,7 +347,7 @@ def _seeds_blocks(rs: list[LoadedRun], registry) -> list[tuple]:
 
 def _robustness_table(rs: list[LoadedRun]) -> tuple:
     claims = experiment_claims(rs)
-    header = ("claim", *(f"seed {s}" for s in _seeds(rs)), "hold rate")
+    header = ("claim", *(f"seed {s}" for s in _seeds(rs)), "mean ± 95% CI", "hold rate")
     rows = []
     for c in claims:
         by_seed = {s["seed"]: s for s in c["seeds"]}
@@ -355,7 +355,8 @@ def _robustness_table(rs: list[LoadedRun]) -> tuple:
         for seed in _seeds(rs):
             s = by_seed.get(seed)
             cells.append("—" if s is None else ("✅ " if s["holds"] else "❌ ") + _compact(s))
-        rows.append((c["id"], *cells, c["hold_rate"]))
+        mean = format_figure(c["figure"]) if c.get("figure") else "—"
+        rows.append((c["id"], *cells, mean, c["hold_rate"]))
     return ("table", header, rows)
 
 
