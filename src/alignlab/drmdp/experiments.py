@@ -454,7 +454,8 @@ register(
             Claim(
                 "real_time_manipulates",
                 "Real-time reward manipulates preferences for reward; constrained RT does not, "
-                "and gives up reward (our recommender; cf. Clickbait in Table 4)",
+                "and gives up reward (our recommender; cf. Clickbait in Table 4; 'manipulates': "
+                "drift beyond the no-op's by over half a taste level, a bar of ours)",
                 _claim_rt_manipulates,
                 figure=lambda r: {
                     "real-time excess drift": r["objectives"]["real_time"]["excess_drift"],
