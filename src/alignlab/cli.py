@@ -31,7 +31,10 @@ SetOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option(help="cpu | cuda | auto")]
 ThreadsOpt = Annotated[
     int | None,
-    typer.Option(help="Torch threads per run (default: one per core; a speed knob, not science)."),
+    typer.Option(
+        help="Torch threads per run (default: one per core). A speed knob, except for the "
+        "Gemma 2 teacher, whose weights depend on it."
+    ),
 ]
 UnitWorkersOpt = Annotated[
     int | None,
