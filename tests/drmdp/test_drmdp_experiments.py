@@ -44,7 +44,9 @@ def test_horizon_sweep_local_aggregates_fraction_curve(tmp_path):
     assert cell["seeds"] == [0, 1, 2]
     curve = cell["curves"]["population.y"]
     assert len(curve["mean"]) == 4 and curve["mean"][0] == 0.0
-    assert cell["claims"]["conspiracy_threshold"]["holds"] == 3
+    threshold = cell["claims"]["conspiracy_threshold"]
+    assert threshold["held"] == 3 and threshold["holds"] and threshold["hold_rate"] == "3/3 seeds"
+    assert threshold["figure"]["threshold H"]["values"] == [3.0, 3.0, 3.0]
     assert (tmp_path / "plots" / "population.y.png").exists()
 
 

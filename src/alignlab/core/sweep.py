@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from alignlab.core.claims import across_seeds
 from alignlab.core.errors import AlignlabError
 from alignlab.core.io import atomic_write_json, atomic_write_text
 from alignlab.core.resources import available_cores, check_count
@@ -326,14 +327,13 @@ def aggregate(
                 arr = np.asarray(ys)
                 stats_ = [mean_ci95(list(arr[:, j])) for j in range(arr.shape[1])]
                 curves[key] = {"mean": [m for m, _ in stats_], "ci95": [h for _, h in stats_]}
-        claims: dict[str, Any] = {}
-        for _, o in runs:
-            for c in o.claims:
-                entry = claims.setdefault(
-                    c["id"], {"statement": c["statement"], "holds": 0, "runs": 0}
-                )
-                entry["holds"] += int(c["holds"])
-                entry["runs"] += 1
+        ids = dict.fromkeys(c["id"] for _, o in runs for c in o.claims)
+        claims = {  # each claim across the cell's seeds, as a multi-seed report gives it
+            cid: across_seeds(
+                [(s.seed, str(o.dir), c) for s, o in runs for c in o.claims if c["id"] == cid]
+            )
+            for cid in ids
+        }
         out_cells.append(
             {
                 "overrides": list(combo),
@@ -367,7 +367,7 @@ def aggregate_markdown(agg: dict[str, Any], max_metrics: int = 40) -> str:
         if cell["claims"]:
             lines += ["", "| claim | holds in |", "|---|---|"]
             for cid, c in cell["claims"].items():
-                lines.append(f"| {cid}: {c['statement']} | {c['holds']}/{c['runs']} seeds |")
+                lines.append(f"| {cid}: {c['statement']} | {c['held']}/{c['n_seeds']} seeds |")
         lines.append("")
     return "\n".join(lines)
 
