@@ -83,15 +83,17 @@ def _check_preset(preset: str) -> None:
         )
 
 
-def _claims_table(claims: list[dict], title: str = "claims") -> Table:
+def _claims_table(claims: list[dict], title: str = "claims", hold_rates: bool = False) -> Table:
+    """One run's claims (✓/✗), or with `hold_rates` claims across seeds (a report's entries)."""
     table = Table(title=title, show_lines=False)
     table.add_column("claim")
-    table.add_column("measured", overflow="fold")
-    table.add_column("holds")
+    table.add_column("measured (mean ± 95% CI)" if hold_rates else "measured", overflow="fold")
+    table.add_column("hold rate" if hold_rates else "holds")
     for c in claims:
         m = c["measured"]
         m = f"{m:.4g}" if isinstance(m, float) else str(m)
-        table.add_row(c["id"], m, "[green]✓[/]" if c["holds"] else "[red]✗[/]")
+        verdict = c["hold_rate"] if hold_rates else ("✓" if c["holds"] else "✗")
+        table.add_row(c["id"], m, f"[green]{verdict}[/]" if c["holds"] else f"[red]{verdict}[/]")
     return table
 
 
@@ -279,16 +281,17 @@ def reproduce(
         on_failure=error,
         on_start=lambda name, seed: console.rule(f"[bold]{name}[/] ({preset}, seed {seed})"),
     )  # fmt: skip
-    from alignlab.core.report import all_claims, seed_label
+    from alignlab.core.report import all_claims, by_experiment, seed_label
 
     claims = all_claims(result.runs)
     if len(seed_list) > 1:
         for exp in the_plan.experiments:
             rows = [c for c in claims if c["experiment"] == exp.name]
             if rows:
-                stdout.print(_hold_rate_table(rows, f"{exp.name} ({seed_label(seed_list)})"))
+                title = f"{exp.name} ({seed_label(seed_list)})"
+                stdout.print(_claims_table(rows, title, hold_rates=True))
     n_hold = sum(c["holds"] for c in claims)
-    n_exp = len({c["experiment"] for c in claims})
+    n_exp = len(by_experiment(result.runs))
     every = " on every seed" if len(seed_list) > 1 else ""
     skipped = (
         f"; {len(the_plan.left_out)} left out (named in the report)" if the_plan.left_out else ""
@@ -306,19 +309,6 @@ def reproduce(
         raise AlignlabError("; ".join(result.problems))
     if strict and n_hold < len(claims):
         raise typer.Exit(1)
-
-
-def _hold_rate_table(claims: list[dict], title: str) -> Table:
-    table = Table(title=title, show_lines=False)
-    table.add_column("claim")
-    table.add_column("measured (mean ± 95% CI)", overflow="fold")
-    table.add_column("hold rate")
-    for c in claims:
-        m = c["measured"]
-        m = f"{m:.4g}" if isinstance(m, float) else str(m)
-        rate = c["hold_rate"]
-        table.add_row(c["id"], m, f"[green]{rate}[/]" if c["holds"] else f"[red]{rate}[/]")
-    return table
 
 
 @app.command()

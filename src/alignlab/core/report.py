@@ -122,11 +122,19 @@ def experiment_claims(rs: list[LoadedRun]) -> list[dict[str, Any]]:
 
 
 def all_claims(runs: list[LoadedRun]) -> list[dict[str, Any]]:
+    """claims.json of a report: every experiment's claims across its seeds."""
     return [
         {"system": rs[0].system, "experiment": exp, **c}
         for exp, rs in by_experiment(runs).items()
         for c in experiment_claims(rs)
     ]
+
+
+def _claims_by_experiment(claims: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for c in claims:
+        groups.setdefault(c["experiment"], []).append(c)
+    return groups
 
 
 def seed_label(seeds: list[int]) -> str:
@@ -175,20 +183,22 @@ def build_report(
     registry = _descriptions()
     left = None if left_out is None else [(x, x.loaded()) for x in left_out]
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "claims.json", all_claims(runs))
-    blocks = _blocks(runs, problems, registry, title, left)
+    claims = all_claims(runs)  # each experiment's claims across its seeds, computed once
+    atomic_write_json(out / "claims.json", claims)
+    blocks = _blocks(runs, claims, problems, registry, title, left)
     atomic_write_text(out / "report.md", _markdown(blocks, out))
     atomic_write_text(out / "report.html", _html(blocks, title))
     if any(len(rs) > 1 for rs in by_experiment(runs).values()):
+        by_exp = _claims_by_experiment(claims)
         for system, rs in _by_system(runs).items():
             path = out / "robustness" / f"{system}.md"
-            atomic_write_text(path, robustness_markdown(rs))
+            atomic_write_text(path, robustness_markdown(rs, by_exp))
     return runs, problems
 
 
-def robustness_markdown(runs: list[LoadedRun]) -> str:
+def robustness_markdown(runs: list[LoadedRun], claims: dict[str, list[dict[str, Any]]]) -> str:
     """One system's robustness tables (claim × seed, one table per experiment), as Markdown:
-    the docs' "Robustness" section."""
+    the docs' "Robustness" section. `claims`: each experiment's claims across its seeds."""
     lead = (
         "Each claim on each seed (✅ holds, ❌ fails) with the claim's figure on that seed, and "
         "its hold rate; written by `alignlab reproduce --seeds ... --docs docs`."
@@ -196,10 +206,11 @@ def robustness_markdown(runs: list[LoadedRun]) -> str:
     blocks: list[tuple] = [("p", lead, False)]
     for exp, rs in by_experiment(runs).items():
         meta = rs[0].meta
+        cs = claims[exp]
         blocks += [
             ("p", f"{exp} ({meta.get('preset')} preset, {seed_label(_seeds(rs))})", True),
-            _robustness_table(rs),
-            *_failure_details(rs),
+            _robustness_table(rs, cs),
+            *_failure_details(cs),
         ]
     return _markdown(blocks, Path("."))
 
@@ -215,15 +226,15 @@ def _by_system(runs: list[LoadedRun]) -> dict[str, list[LoadedRun]]:
     return groups
 
 
-def _summary_rows(runs: list[LoadedRun], left) -> list[tuple[str, str, str]]:
+def _summary_rows(runs: list[LoadedRun], claims, left) -> list[tuple[str, str, str]]:
     """(system, claims holding in the runs, experiments left out) per system, in run order."""
     left = left or []
-    systems = list(_by_system(runs)) + [x.system for x, _ in left]
+    by_system = _by_system(runs)
     rows = []
-    for system in dict.fromkeys(systems):
-        rs = _by_system(runs).get(system, [])
-        claims = all_claims(rs) if rs else []
-        held, total = sum(c["holds"] for c in claims), len(claims)
+    for system in dict.fromkeys([*by_system, *(x.system for x, _ in left)]):
+        rs = by_system.get(system, [])
+        mine = [c for c in claims if c["system"] == system]
+        held, total = sum(c["holds"] for c in mine), len(mine)
         outs = [_left_label(x, run) for x, run in left if x.system == system]
         rows.append((system, f"{held}/{total}" if rs else "—", "; ".join(outs) or "—"))
     return rows
@@ -236,8 +247,7 @@ def _left_label(x: LeftOut, run: LoadedRun | None) -> str:
     return f"{x.experiment} (last measured {held}/{len(run.claims)})"
 
 
-def _headline(runs: list[LoadedRun], left) -> str:
-    claims = all_claims(runs)
+def _headline(runs: list[LoadedRun], claims, left) -> str:
     n_hold, n_all = sum(c["holds"] for c in claims), len(claims)
     n_exp = len(by_experiment(runs))
     seeds = sorted({r.meta.get("seed") for r in runs})
@@ -287,11 +297,14 @@ def _seeds_line(rs: list[LoadedRun]) -> str:
 #   ("details", summary, text)  ("plots", experiment, paths)
 
 
-def _blocks(runs, problems, registry, title: str, left) -> list[tuple]:
-    out: list[tuple] = [("h", 1, title), ("p", _headline(runs, left), True)]
-    out.append(("table", ("system", "claims holding", "not run"), _summary_rows(runs, left)))
+def _blocks(runs, claims, problems, registry, title: str, left) -> list[tuple]:
+    out: list[tuple] = [("h", 1, title), ("p", _headline(runs, claims, left), True)]
+    out.append(
+        ("table", ("system", "claims holding", "not run"), _summary_rows(runs, claims, left))
+    )
     if problems:
         out += [("h", 2, "Problems"), ("list", problems)]
+    by_exp = _claims_by_experiment(claims)
     for system, rs in _by_system(runs).items():
         out.append(("h", 2, system))
         for exp, ers in by_experiment(rs).items():
@@ -299,7 +312,7 @@ def _blocks(runs, problems, registry, title: str, left) -> list[tuple]:
             if len(ers) == 1:
                 out += _run_blocks(ers[0], registry)
             else:
-                out += _seeds_blocks(ers, registry)
+                out += _seeds_blocks(ers, by_exp[exp], registry)
     if left:
         out.append(("h", 2, "Not run in this reproduction"))
         for x, run in left:
@@ -326,7 +339,7 @@ def _run_blocks(r: LoadedRun, registry) -> list[tuple]:
     return out
 
 
-def _seeds_blocks(rs: list[LoadedRun], registry) -> list[tuple]:
+def _seeds_blocks(rs: list[LoadedRun], claims: list[dict[str, Any]], registry) -> list[tuple]:
     """One experiment run on several seeds: claims with hold rates, the robustness table, the
     failing seeds' figures, and the first seed's plots."""
     exp = registry.get(rs[0].experiment)
@@ -334,19 +347,18 @@ def _seeds_blocks(rs: list[LoadedRun], registry) -> list[tuple]:
     out.append(("small", _seeds_line(rs)))
     rows = [
         (c["id"], c["statement"], _measured(c["measured"]), c["hold_rate"], c["holds"])
-        for c in experiment_claims(rs)
+        for c in claims
     ]
     header = ("claim", "paper's statement", "measured (mean ± 95% CI)", "hold rate", "holds")
     out += [("table", header, rows), ("p", "Robustness (claim × seed)", True)]
-    out += [_robustness_table(rs), *_failure_details(rs)]
+    out += [_robustness_table(rs, claims), *_failure_details(claims)]
     if rs[0].plots:
         seed = rs[0].meta.get("seed")
         out += [("small", f"plots of seed {seed}"), ("plots", rs[0].experiment, rs[0].plots)]
     return out
 
 
-def _robustness_table(rs: list[LoadedRun]) -> tuple:
-    claims = experiment_claims(rs)
+def _robustness_table(rs: list[LoadedRun], claims: list[dict[str, Any]]) -> tuple:
     header = ("claim", *(f"seed {s}" for s in _seeds(rs)), "mean ± 95% CI", "hold rate")
     rows = []
     for c in claims:
@@ -372,10 +384,10 @@ def _compact(seed_entry: dict[str, Any]) -> str:
     return f"{f:.3g}"
 
 
-def _failure_details(rs: list[LoadedRun]) -> list[tuple]:
+def _failure_details(claims: list[dict[str, Any]]) -> list[tuple]:
     """The measured text of every claim on every seed where it fails."""
     out = []
-    for c in experiment_claims(rs):
+    for c in claims:
         lines = [
             f"seed {s['seed']}: {_measured(s['measured'])}" for s in c["seeds"] if not s["holds"]
         ]

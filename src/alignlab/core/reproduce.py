@@ -15,7 +15,7 @@ thread count), so the gemma2 figures of a parallel reproduction differ from a se
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,6 @@ def plan(only: list[str] | None, preset: str, seeds: list[int], out: Path) -> Pl
 class Reproduction:
     runs: list[LoadedRun]
     problems: list[str]
-    outcomes: dict[tuple[str, int], RunOutcome] = field(default_factory=dict)
 
 
 def reproduce(
@@ -125,7 +124,7 @@ def reproduce(
         for e, s in jobs
     ]
     failures: list[str] = []
-    outcomes: dict[tuple[str, int], RunOutcome] = {}
+    dirs: list[Path] = []
 
     def record(spec: RunSpec, result: Any) -> None:
         if isinstance(result, BaseException):
@@ -136,7 +135,7 @@ def reproduce(
             if on_failure:
                 on_failure(failures[-1])
             return
-        outcomes[(spec.experiment, spec.seed)] = result
+        dirs.append(result.dir)
         if on_outcome:
             on_outcome(spec.experiment, spec.seed, result)
 
@@ -164,7 +163,6 @@ def reproduce(
             if isinstance(result, AlignlabError):
                 raise result
             record(spec, result)
-    dirs = [o.dir for o in outcomes.values()]
     seeds_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} seeds"
     runs, problems = build_report(
         dirs,
@@ -173,4 +171,4 @@ def reproduce(
         problems=failures,
         left_out=plan_.left_out,
     )
-    return Reproduction(runs, problems, outcomes)
+    return Reproduction(runs, problems)
