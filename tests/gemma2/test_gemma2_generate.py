@@ -82,6 +82,12 @@ def test_sample_filters_keep_the_right_tokens():
     assert set(sample(logits, top_p=0.85, generator=g).tolist()) == {0, 1, 2}
     assert set(sample(logits, generator=g).tolist()) == {0, 1, 2, 3}
     assert sample(logits[:1], temperature=0).tolist() == [0]
+    # min-p: keep p >= min_p * p_max; 0.15 / 0.5 = 0.3, 0.05 / 0.5 = 0.1
+    assert set(sample(logits, min_p=0.2, generator=g).tolist()) == {0, 1, 2}
+    assert set(sample(logits, min_p=0.5, generator=g).tolist()) == {0, 1}
+    assert set(sample(logits, min_p=0.09, generator=g).tolist()) == {0, 1, 2, 3}
+    # after temperature: at T = 2 the ratio 0.05 / 0.5 becomes sqrt(0.1) ≈ 0.32
+    assert set(sample(logits, temperature=2.0, min_p=0.3, generator=g).tolist()) == {0, 1, 2, 3}
 
 
 def test_left_pad():
@@ -98,6 +104,7 @@ def test_left_pad():
         (dict(temperature=-0.5), "temperature must be >= 0"),
         (dict(top_k=0), "top_k must be >= 1"),
         (dict(top_p=1.5), "top_p must be in \\(0, 1\\]"),
+        (dict(min_p=-0.1), "min_p must be in \\[0, 1\\]"),
     ],
 )
 def test_bad_arguments_are_clear_errors(model, kwargs, message):

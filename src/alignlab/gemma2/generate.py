@@ -1,4 +1,5 @@
-"""Sampling from Gemma 2: batched prompts, a KV cache, temperature / top-k / top-p, stop tokens.
+"""Sampling from Gemma 2: batched prompts, a KV cache, temperature / top-k / top-p / min-p, stop
+tokens.
 
 Prompts of different lengths are left-padded, so every row's next token is in the last
 column; the padding mask keeps pad columns out of attention and out of the positions
@@ -7,6 +8,7 @@ column; the padding mask keeps pad columns out of attention and out of the posit
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -33,8 +35,13 @@ def sample(
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
+    min_p: float | None = None,
 ) -> torch.Tensor:
-    """One token per row of `logits` (B, V): greedy when temperature == 0, else sampled."""
+    """One token per row of `logits` (B, V): greedy when temperature == 0, else sampled.
+
+    `min_p` keeps the tokens whose probability (after temperature) is at least `min_p` times
+    the most likely token's (Nguyen et al. 2024, "min-p sampling"), applied after top-k/top-p.
+    """
     if temperature == 0:
         return logits.argmax(-1)
     logits = logits.float() / temperature
@@ -49,6 +56,10 @@ def sample(
         outside = probs.cumsum(-1) - probs >= top_p
         sorted_logits = sorted_logits.masked_fill(outside, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    if min_p is not None and min_p > 0:
+        # p_i >= min_p * p_max  <=>  logit_i >= logit_max + log(min_p)
+        floor = logits.max(-1, keepdim=True).values + math.log(min_p)
+        logits = logits.masked_fill(logits < floor, float("-inf"))
     probs = logits.softmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
@@ -64,13 +75,15 @@ def generate(
     stop_tokens: Iterable[int] | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
+    min_p: float | None = None,
 ) -> list[list[int]]:
     """The new tokens for each prompt, each list ending at its first stop token (included).
 
     `prompts` is a (B, T) tensor of ids (no padding) or a list of id lists of any lengths.
-    `stop_tokens` defaults to the config's eos. `temperature=0` is greedy decoding; `top_k`
-    and `top_p` filter before sampling with `generator`. `use_cache=False` recomputes the
-    whole sequence at every step (the reference the KV cache is tested against).
+    `stop_tokens` defaults to the config's eos. `temperature=0` is greedy decoding; `top_k`,
+    `top_p` and then `min_p` filter before sampling with `generator` (see `sample`).
+    `use_cache=False` recomputes the whole sequence at every step (the reference the KV cache
+    is tested against).
     """
     cfg = model.config
     if isinstance(prompts, torch.Tensor):
@@ -88,6 +101,8 @@ def generate(
         raise AlignlabError(f"top_k must be >= 1 or None, got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
         raise AlignlabError(f"top_p must be in (0, 1] or None, got {top_p}")
+    if min_p is not None and not 0 <= min_p <= 1:
+        raise AlignlabError(f"min_p must be in [0, 1] or None, got {min_p}")
     stop = {cfg.eos_token_id} if stop_tokens is None else set(stop_tokens)
 
     device = model.model.embed_tokens.weight.device
@@ -104,7 +119,7 @@ def generate(
             h = model.model(step_ids, attention_mask=step_mask, cache=cache)
         else:
             h = model.model(ids, attention_mask=mask if padded else None)
-        token = sample(model.logits(h[:, -1]), temperature, top_k, top_p, generator)
+        token = sample(model.logits(h[:, -1]), temperature, top_k, top_p, generator, min_p)
         for b, t in enumerate(token.tolist()):
             if not done[b]:
                 out[b].append(t)
