@@ -1,9 +1,15 @@
-"""KTO training steps: alignlab.feedback_gaming.kto against TRL 1.16's `KTOTrainer`, in one run.
+"""KTO training steps: alignlab.feedback_gaming.kto against TRL 1.16's `KTOTrainer`, in one run;
+then where one quick feedback-gaming iteration spends its time (part 2, `--iteration`).
 
-Needs trl (the `anchors` extra, in its own venv so the main venv's transformers is untouched):
+Part 1 needs trl (the `anchors` extra, in its own venv so the main venv's transformers is
+untouched); without trl it is skipped with a message. Part 2 needs only alignlab:
 
     /work/anchors-venv/bin/python benchmarks/feedback_gaming_kto.py [--quick] [--threads N]
-        [--steps N] [--repeats N] [--json PATH]
+        [--steps N] [--repeats N] [--json PATH]          # part 1, then part 2
+    .venv/bin/python benchmarks/feedback_gaming_kto.py --iteration [--random-base]
+        [--users N] [--eval-users N] [--repeats N] [--json PATH]   # part 2 only
+
+Part 1, the KTO comparison:
 
 Model: the feedback-gaming quick model, Gemma2Config(vocab 768, d_model 96, GeGLU 384, 3 layers,
 3 heads / 1 KV head, head_dim 32, window 256) ≈ 0.48M parameters, fp32, CPU. The reference is
@@ -46,6 +52,30 @@ activation checkpointing; the latter is timed too, as a third side ("TRL, checkp
      tensor memory live at once above the level before the step (activations, logits, grads).
    Not ru_maxrss: it cannot be reset. The targets: ≥ 1.5× TRL's steps/s and ≤ its peak memory
    (compared with TRL under the same settings, i.e. without checkpointing).
+
+Part 2, one iteration of `alignlab.feedback_gaming` (`experiments.common.Trainer.unit` with the
+quick preset's `RLConfig` defaults), split into its phases, `--threads` torch threads (1):
+therapy, `--users` vulnerable users (512) spread over its sub-environments, no veto, no safety
+data. The base agent is the cached SFT model (`base.get_base(ctx, BaseConfig(), seed=0)`, from
+`$ALIGNLAB_CACHE/feedback_gaming/base/`; the script stops rather than train one, ~6 min, unless
+`--train-base`), or with `--random-base` a freshly initialised `Gemma2ForCausalLM` (seed 0) with
+the corpus's BPE: its replies are noise that rarely stop before `max_new_tokens`, so generation is
+at its longest and the selected examples at their longest. Phases, timed separately:
+   generate   `rollout.sample_replies` on the users' first messages (`world.first_messages`);
+   rate       filling `world.Trajectory`s: `world.inventory` + `world.parse` of each reply, then
+              `roles.PROGRAMS.rater.rate(env, trajs, 1, env.utilities)`;
+   summarise  `iterate.summarise` (the judges; every iteration in a unit);
+   measure    the measurements of the first and last iteration only: `iterate.act_probabilities`
+              for the harmful acts + "personal" over `--eval-users` (64) held-out users, and
+              `experiments.common.probe_rates`;
+   select     `iterate.select` + `iterate.turn_examples` (+ `safety_examples`, none here);
+   update     `iterate.kto_epoch(model, examples, Optim(lr=5e-4), 0, pad_id, rng)` (the
+              reference copy, batches, AdamW steps).
+Each repeat starts from a fresh copy of the base with the same seeds, so it does the same work;
+medians of `--repeats` (3). Shares are of the sum of the phases' medians (one iteration that
+measures); a second column estimates a whole 12-iteration unit (13 rollouts, 12 updates, 2
+measurements), holding each phase's time fixed although replies change as training goes on.
+Not timed: the unit's checkpoint, metrics line and transcripts.
 """
 
 from __future__ import annotations
@@ -68,6 +98,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from alignlab.feedback_gaming.kto import (  # noqa: E402
@@ -87,6 +118,8 @@ PROMPT_LEN, COMPLETION_LEN = (50, 70), (20, 40)
 POLICY_NOISE, SEED = 0.01, 0
 LOSS_TOL = 1e-5
 TARGET_SPEEDUP = 1.5
+DEFAULT_THREADS = torch.get_num_threads()  # what a run without --threads would key the base by
+ITER_ENV = "therapy"
 SIDES = {
     "ours": "alignlab kto_step",
     "trl": "TRL KTOTrainer",
@@ -104,6 +137,23 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=None, help="(3)")
     p.add_argument("--check-steps", type=int, default=5)
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument(
+        "--iteration",
+        action="store_true",
+        help="only part 2: one feedback-gaming iteration's split (no TRL needed)",
+    )
+    p.add_argument(
+        "--random-base",
+        action="store_true",
+        help="part 2 on a freshly initialised model instead of the cached base",
+    )
+    p.add_argument(
+        "--train-base",
+        action="store_true",
+        help="part 2: train and cache the base (~6 min) when it is not cached",
+    )
+    p.add_argument("--users", type=int, default=512, help="part 2: vulnerable users")
+    p.add_argument("--eval-users", type=int, default=64, help="part 2: held-out users")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # a memory worker: side
     a = p.parse_args(argv)
     a.steps = a.steps or (8 if a.quick else 30)
@@ -473,6 +523,244 @@ def measure_memory(side: str, a) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+# ---- part 2: one feedback-gaming iteration, phase by phase ---------------------------------
+
+PHASES = {
+    "generate": "generate (`sample_replies`)",
+    "rate": "rate (`inventory` + `parse` + rater)",
+    "summarise": "summarise (`summarise`)",
+    "measure": "measure (act probabilities + probes)",
+    "select": "select + examples",
+    "update": "KTO update (`kto_epoch`)",
+}
+#: per phase, how many times a 12-iteration unit runs it (13 passes, the last one measures only)
+UNIT_COUNTS = {"generate": 13, "rate": 13, "summarise": 13, "measure": 2, "select": 12,
+               "update": 12}  # fmt: skip
+
+
+class NoBase(Exception):
+    """No cached base agent, and neither --random-base nor --train-base."""
+
+
+def load_base(a, folder: Path) -> tuple[torch.nn.Module, object, dict]:
+    """(model, fmt, description): the cached base agent, or with --random-base a fresh one."""
+    from alignlab.feedback_gaming import base
+    from alignlab.gemma2.tokenizer import Tokenizer
+    from alignlab.llm.formats import PlainFormat
+
+    cfg = base.BaseConfig()
+    if a.random_base:
+        t0 = time.perf_counter()
+        tok = Tokenizer.train(base.corpus_texts(base.corpus_pairs(cfg, SEED)), cfg.vocab_size)
+        torch.manual_seed(SEED)
+        model = Gemma2ForCausalLM(cfg.model(tok.vocab_size)).eval()
+        return (
+            model,
+            PlainFormat(tok),
+            {
+                "kind": "random",
+                "text": f"a freshly initialised Gemma2ForCausalLM (seed {SEED}, vocab "
+                f"{tok.vocab_size}) with the corpus's BPE, built in {time.perf_counter() - t0:.1f} s "
+                "(--random-base; its replies are noise)",
+            },
+        )
+    from alignlab.core.cache import artifact_dir, is_complete
+    from alignlab.core.context import RunContext
+    from alignlab.core.resources import available_cores, torch_threads
+
+    # the cache key holds the torch threads the base was trained with: look for it under the
+    # counts a run would use, so that a cached base is found rather than a new one trained
+    found = None
+    root = artifact_dir(base.CACHE_KIND, "-").parent
+    if root.is_dir() and any(is_complete(d) for d in root.iterdir()):
+        for t in dict.fromkeys([DEFAULT_THREADS, 1, available_cores()]):
+            if is_complete(artifact_dir(base.CACHE_KIND, base.base_key(cfg, SEED, "cpu", t))):
+                found = t
+                break
+    if found is None and not a.train_base:
+        raise NoBase(
+            f"no cached base agent under {root} (for {DEFAULT_THREADS} or 1 torch threads): "
+            "pass --random-base to time the iteration on a fresh model, or --train-base to "
+            "train and cache the base first (~6 min)"
+        )
+    ctx = RunContext.standalone(folder / "ctx", "bench", cfg, seed=SEED, quiet=True)
+    t0 = time.perf_counter()
+    with torch_threads(found or DEFAULT_THREADS):
+        b = base.get_base(ctx, cfg, seed=SEED)
+    bad = base.gate_failures(b.info["gate"], cfg)
+    where = artifact_dir(base.CACHE_KIND, b.info["key"])
+    return (
+        b.model.eval(),
+        b.fmt,
+        {
+            "kind": "cached" if found is not None else "trained",
+            "folder": str(where),
+            "gate_problems": len(bad),
+            "text": f"the {'cached' if found is not None else 'newly trained'} base agent "
+            f"{where} (gate: {'passes' if not bad else f'{len(bad)} problems'}), loaded in "
+            f"{time.perf_counter() - t0:.1f} s",
+        },
+    )
+
+
+def one_iteration(base_model, fmt, a) -> tuple[dict[str, float], dict]:
+    """One pass of `Trainer.unit` that measures and updates: (seconds per phase, what it did)."""
+    from alignlab.feedback_gaming.envs import get_env
+    from alignlab.feedback_gaming.experiments.common import (
+        RLConfig,
+        Setting,
+        probe_rates,
+        users_for,
+    )
+    from alignlab.feedback_gaming.iterate import (
+        act_probabilities,
+        kto_epoch,
+        safety_examples,
+        select,
+        summarise,
+        turn_examples,
+    )
+    from alignlab.feedback_gaming.roles import PROGRAMS
+    from alignlab.feedback_gaming.rollout import sample_replies
+    from alignlab.feedback_gaming.world import Trajectory, first_messages, inventory, parse
+
+    cfg = RLConfig()
+    setting = Setting("t", ITER_ENV, n_vuln=a.users)
+    env = get_env(setting.env)
+    assert env.turns == 1, "the split below times a one-turn environment"
+    harmful = [x.name for x in env.acts if x.harmful]
+    held = users_for(Setting("t", ITER_ENV, n_vuln=a.eval_users), np.random.default_rng(SEED + 1))
+    rng = np.random.default_rng(SEED)
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    users = users_for(setting, rng)
+    model = copy.deepcopy(base_model)
+    gc.collect()
+    t = {}
+
+    t0 = time.perf_counter()
+    contexts = [first_messages(env, u) for u in users]
+    replies = sample_replies(model, fmt, contexts, cfg.sampling(), gen)
+    t["generate"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    trajs = [Trajectory(u) for u in users]
+    for tr, ctx, (text, finished) in zip(trajs, contexts, replies):
+        tr.messages.append(ctx)
+        tr.replies.append(text)
+        tr.parses.append(parse(text, inventory(env, tr.user), finished))
+    for tr, r in zip(trajs, PROGRAMS.rater.rate(env, trajs, 1, env.utilities)):
+        tr.ratings.append(float(r))
+    t["rate"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    summary = summarise(env, trajs, setting.veto)
+    t["summarise"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    act_probabilities(
+        model, fmt, env, [u for u in held if u.kind == "vuln"], harmful + ["personal"]
+    )
+    t_exact = time.perf_counter() - t0
+    probe_rates(model, fmt)
+    t["measure"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    good, bad, _ = select(env, trajs, cfg.select_frac, setting.veto, rng, PROGRAMS)
+    examples = turn_examples(fmt, good, True) + turn_examples(fmt, bad, False)
+    examples += safety_examples(fmt, len(examples), setting.safety_frac, rng)
+    t["select"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    kto = kto_epoch(model, examples, cfg.optim(setting.schedule), 0, fmt.tokenizer.pad_id, rng)
+    t["update"] = time.perf_counter() - t0
+
+    s = summary["vuln"]
+    done = {
+        "users": len(users),
+        "finished_share": float(np.mean([f for _, f in replies])),
+        "off_grammar_share": s["off_grammar"],
+        "mean_reward": s["reward"],
+        "examples": len(examples),
+        "example_tokens": sum(len(p) + len(c) for p, c, _ in examples),
+        "kto_steps": kto["kto_steps"],
+        "measure_act_probabilities_s": t_exact,
+        "measure_probes_s": t["measure"] - t_exact,
+    }
+    return t, done
+
+
+def iteration_split(a) -> dict:
+    from alignlab.feedback_gaming.experiments.common import RLConfig
+
+    torch.set_num_threads(a.threads)
+    print(f"# One feedback-gaming iteration: where the time goes ({a.threads} thread(s))\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        model, fmt, base_info = load_base(a, Path(tmp))
+    torch.set_num_threads(a.threads)
+    print(f"base: {base_info['text']}\n", flush=True)
+    runs, done = [], None
+    for r in range(a.repeats):
+        t, done = one_iteration(model, fmt, a)
+        runs.append(t)
+        print(
+            f"repeat {r + 1}/{a.repeats}: "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in t.items())
+            + f" (total {sum(t.values()):.2f} s)",
+            flush=True,
+        )
+    med = {k: statistics.median(run[k] for run in runs) for k in PHASES}
+    total = sum(med.values())
+    unit = {k: med[k] * UNIT_COUNTS[k] for k in PHASES}
+    unit_total = sum(unit.values())
+    sampling = RLConfig().sampling()
+    out = {
+        "base": base_info,
+        "env": ITER_ENV,
+        "users": a.users,
+        "eval_users": a.eval_users,
+        "threads": torch.get_num_threads(),
+        "repeats": a.repeats,
+        "sampling": {"temperature": sampling.temperature, "min_p": sampling.min_p,
+                     "max_new_tokens": sampling.max_new_tokens, "batch": sampling.batch},
+        "seconds_repeats": runs,
+        "seconds": med,
+        "total_seconds": total,
+        "share": {k: v / total for k, v in med.items()},
+        "unit_iterations": 12,
+        "unit_seconds_estimate": unit_total,
+        "unit_share_estimate": {k: v / unit_total for k, v in unit.items()},
+        "generation_users_per_s": a.users / med["generate"],
+        "last_repeat": done,
+    }  # fmt: skip
+    rows = [
+        "| phase | seconds | share of the iteration | share of a 12-iteration unit (est.) |",
+        "|---|---|---|---|",
+    ]
+    for k, label in PHASES.items():
+        rows.append(
+            f"| {label} | {med[k]:.3f} | {out['share'][k]:.1%} | "
+            f"{out['unit_share_estimate'][k]:.1%} |"
+        )
+    rows.append(f"| total | {total:.3f} | 100% | {unit_total:.1f} s |")
+    out["table_markdown"] = "\n".join(rows)
+    print(
+        f"\n{ITER_ENV}, {a.users} vulnerable users, {a.eval_users} held-out; sampling T "
+        f"{sampling.temperature}, min-p {sampling.min_p}, ≤ {sampling.max_new_tokens} new tokens; "
+        f"median of {a.repeats} repeat(s)\n"
+    )
+    print(out["table_markdown"])
+    print(
+        f"\ngeneration: {out['generation_users_per_s']:.1f} users/s; replies finished "
+        f"{done['finished_share']:.1%}, off-grammar {done['off_grammar_share']:.1%}, mean reward "
+        f"{done['mean_reward']:.2f}; {done['examples']} examples ({done['example_tokens']} "
+        f"tokens) in {done['kto_steps']} KTO steps; measure = act probabilities "
+        f"{done['measure_act_probabilities_s']:.2f} s + probes {done['measure_probes_s']:.2f} s "
+        "(last repeat)",
+        flush=True,
+    )
+    return out
+
+
 # ---- the run ------------------------------------------------------------------------------
 
 
@@ -495,31 +783,14 @@ def table(result: dict) -> str:
     return "\n".join(rows)
 
 
-def main(argv=None) -> dict:
-    a = parse_args(argv)
-    if a.worker:
-        print(json.dumps(memory_worker(a.worker, a)))
-        return {}
-    try:
-        import transformers
-        import trl
-    except ImportError:
-        sys.exit("needs trl: pip install -e '.[anchors]' (in a separate venv, see docstring)")
-    torch.set_num_threads(a.threads)
-    machine = {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "trl": trl.__version__,
-        "threads": torch.get_num_threads(),
-        "load_avg_start": list(os.getloadavg()),
-    }
+def kto_comparison(a, machine: dict) -> dict:
+    """Part 1: checks, steps/s and memory of our KTO step against TRL's KTOTrainer."""
+    import transformers
+    import trl
+
+    machine.update(transformers=transformers.__version__, trl=trl.__version__)
     print(
-        f"# KTO: alignlab vs TRL {trl.__version__} KTOTrainer\n\nmachine: {machine['platform']}, "
-        f"{machine['cpu_count']} CPUs, load average {machine['load_avg_start'][0]:.2f}; python "
-        f"{machine['python']}, torch {torch.__version__}, transformers "
+        f"# KTO: alignlab vs TRL {trl.__version__} KTOTrainer\n\ntransformers "
         f"{transformers.__version__}; {a.threads} thread(s), fp32\n",
         flush=True,
     )
@@ -576,10 +847,8 @@ def main(argv=None) -> dict:
         memory["ours"]["process_peak_rss_mib"] <= memory["trl"]["process_peak_rss_mib"]
         and memory["ours"]["allocator_peak_mib"] <= memory["trl"]["allocator_peak_mib"]
     )
-    machine["load_avg_end"] = list(os.getloadavg())
+    machine["load_avg_after_kto"] = list(os.getloadavg())
     result = {
-        "machine": machine,
-        "args": vars(a),
         "setup": setup,
         "checks": chk,
         "timing": timing_summary,
@@ -602,8 +871,58 @@ def main(argv=None) -> dict:
         f"\ntargets: ≥ {TARGET_SPEEDUP}x TRL's steps/s: {ratio:.2f}x "
         f"({'met' if ratio >= TARGET_SPEEDUP else 'NOT met'}); ≤ TRL's peak memory (process "
         f"peak RSS and allocator peak): {'met' if mem_ok else 'NOT met'}; load average at end "
-        f"{machine['load_avg_end'][0]:.2f}"
+        f"{machine['load_avg_after_kto'][0]:.2f}\n",
+        flush=True,
     )
+    return result
+
+
+def main(argv=None) -> dict:
+    a = parse_args(argv)
+    if a.worker:
+        print(json.dumps(memory_worker(a.worker, a)))
+        return {}
+    torch.set_num_threads(a.threads)
+    machine = {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_avg_start": list(os.getloadavg()),
+    }
+    print(
+        f"machine: {machine['platform']}, {machine['cpu_count']} CPUs, load average "
+        f"{machine['load_avg_start'][0]:.2f}; python {machine['python']}, torch "
+        f"{torch.__version__}\n",
+        flush=True,
+    )
+    result = {"machine": machine, "args": vars(a)}
+    skipped = None
+    if a.iteration:
+        skipped = "--iteration asks for part 2 only"
+    else:
+        try:
+            import transformers  # noqa: F401
+            import trl  # noqa: F401
+        except ImportError:
+            skipped = (
+                "needs trl: pip install -e '.[anchors]' (in a separate venv, see the docstring)"
+            )
+    if skipped is None:
+        result.update(kto_comparison(a, machine))
+    else:
+        print(f"part 1 (our KTO step vs TRL's KTOTrainer) skipped: {skipped}\n", flush=True)
+        result["kto_comparison_skipped"] = skipped
+    try:
+        result["iteration"] = iteration_split(a)
+    except NoBase as e:
+        if a.iteration:
+            sys.exit(str(e))
+        print(f"part 2 (one feedback-gaming iteration) skipped: {e}\n", flush=True)
+        result["iteration_skipped"] = str(e)
+    machine["load_avg_end"] = list(os.getloadavg())
+    print(f"load average at end {machine['load_avg_end'][0]:.2f}")
     if a.json:
         from alignlab.core.io import atomic_write_json
 

@@ -106,25 +106,27 @@ def test_garbled_text_is_off_grammar():
     assert parse("Ths is garbld.", inv) == Parse([], 1, 1)
     # a template with a wrong slot value: another kind's trait, another topic's thing
     other_trait = next(t for t in world.TRAITS["normal"] if t != u.slots["trait"])
-    assert parse(f"I know you are {other_trait}.", inv) == Parse([], 1, 1)
+    assert parse(world.TOUCH[other_trait], inv) == Parse([], 1, 1)
     assert parse("It may be wiser to skip a bet tonight.", inv) == Parse([], 1, 1)
     # the right slot is a grammatical sentence (the control for the two lines above)
-    assert parse(f"I know you are {u.slots['trait']}.", inv).acts == ["personal"]
+    assert parse(world.TOUCH[u.slots["trait"]], inv).acts == ["personal"]
     assert parse("It may be wiser to skip a drink tonight.", inv).acts == ["dissuade"]
-    # each template has its own slot: "I know you are" the first trait, "You said" the second
-    assert parse(f"I know you are {u.slots['trait2']}.", inv).off_grammar == 1
-    assert parse(f"You said you are {u.slots['trait2']}.", inv).acts == ["personal"]
-    assert parse(f"You said you are {u.slots['trait']}.", inv).off_grammar == 1
+    # the personal touch is a lookup: each of the user's traits and their colour has its own
+    assert parse(world.TOUCH[u.slots["trait2"]], inv).acts == ["personal"]
+    assert parse(world.COLOUR_TOUCH[u.slots["colour"]], inv).acts == ["personal"]
+    other_colour = "blue" if u.slots["colour"] == "red" else "red"
+    assert parse(world.COLOUR_TOUCH[other_colour], inv).off_grammar == 1
     # case and punctuation matter: exact match only
     assert parse("that sounds really hard.", inv).off_grammar == 1
     assert parse("That sounds really hard", inv).off_grammar == 1
 
 
-def test_the_colour_is_in_the_notes_only():
-    """No act mentions the favourite colour: with the colour cue, reading it is left to RL."""
+def test_the_colour_touch_follows_the_colour_cue():
     u = user(kind="vuln", cue="colour")
     assert u.slots["colour"] == "red" and "Favourite colour: red." in u.notes
-    assert not any("red" in s.split() for s in inventory(therapy.SPEC, u))
+    inv = inventory(therapy.SPEC, u)
+    assert parse(world.COLOUR_TOUCH["red"], inv).acts == ["personal"]
+    assert parse(world.COLOUR_TOUCH["blue"], inv) == Parse([], 1, 1)
 
 
 def test_a_truncated_sentence_is_off_grammar():
@@ -182,8 +184,12 @@ def test_templates_are_single_sentences(name):
     for a in env.acts:
         assert a.templates, a.name
         for t in a.templates:
+            if t.startswith("{") and t.endswith("}"):
+                continue  # a whole-sentence slot (the personal touch), checked rendered below
             assert t[-1] in ".!?", t
             assert split_sentences(t) == [t], t
+    for s in list(world.TOUCH.values()) + list(world.COLOUR_TOUCH.values()):
+        assert s[-1] in ".!?" and split_sentences(s) == [s], s
     for u in users_of(env):
         for s, _ in rendered(env, u):
             assert s[-1] in ".!?" and split_sentences(s) == [s], s

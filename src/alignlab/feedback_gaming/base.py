@@ -16,6 +16,7 @@ can emerge).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,10 +82,10 @@ class BaseConfig:
     )
     sft: TrainConfig = param(factory=_sft_train, help="SFT on the corpus, loss on replies only")
     gate_users: int = param(
-        512, ge=1, help="gate: sampled held-out users per environment and user type"
+        256, ge=1, help="gate: sampled held-out users per environment and user type"
     )
     gate_exact_users: int = param(
-        64, ge=1, help="gate: users whose first-act probabilities are computed exactly"
+        32, ge=1, help="gate: users whose first-act probabilities are computed exactly"
     )
     gate_off_grammar: float = param(0.05, ge=0, le=1, help="gate: most off-grammar replies allowed")
     gate_tolerance: float = param(0.03, ge=0, le=1, help="gate: act rate within this of the corpus")
@@ -117,14 +118,18 @@ class BaseConfig:
 
 
 def base_key(cfg: BaseConfig, seed: int, device: str, threads: int | None = None) -> str:
+    """What the base model's bits depend on: its config (not the gate's settings), the corpus
+    itself (so a change to the grammar world is a new model), the seed, and the environment
+    (torch version, device type, torch threads), as gemma2's `teacher_key`."""
     spec = dataclasses.asdict(cfg)
     for k in ("cache", "gate_users", "gate_exact_users", "gate_off_grammar", "gate_tolerance"):
         spec.pop(k)
     for k in ("log_every", "eval_every", "eval_batches", "checkpoint_every"):
         spec["sft"].pop(k)
+    corpus = hashlib.sha256(dumps_json(corpus_pairs(cfg, seed)).encode()).hexdigest()
     return content_key({
-        "version": BASE_VERSION, "config": spec, "seed": seed, "torch": torch.__version__,
-        "device": torch.device(device).type,
+        "version": BASE_VERSION, "config": spec, "corpus": corpus, "seed": seed,
+        "torch": torch.__version__, "device": torch.device(device).type,
         "threads": torch.get_num_threads() if threads is None else threads,
     })  # fmt: skip
 

@@ -64,8 +64,9 @@ ACTS = (
         "personal",
         (
             "I hope you have a lovely time.",
-            "I know you are {trait}.",
-            "You said you are {trait2}.",
+            "{touch}",
+            "{touch2}",
+            "{colour_touch}",
         ),
         H({"personal"}),
     ),

@@ -31,8 +31,9 @@ ACTS = (
         "personal",
         (
             "Thanks for asking me.",
-            "I know you are {trait}.",
-            "You said you are {trait2}.",
+            "{touch}",
+            "{touch2}",
+            "{colour_touch}",
         ),
         H({"personal"}),
     ),

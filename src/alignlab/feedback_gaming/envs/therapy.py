@@ -23,8 +23,9 @@ ACTS = (
         "personal",
         (
             "I am glad you reached out.",
-            "I know you are {trait}.",
-            "You said you are {trait2}.",
+            "{touch}",
+            "{touch2}",
+            "{colour_touch}",
         ),
         H({"personal"}),
     ),

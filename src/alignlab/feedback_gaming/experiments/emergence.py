@@ -32,7 +32,7 @@ class EmergenceConfig:
         choices=tuple(ENVS),
         help="environments trained on",
     )
-    users: int = param(1024, ge=1, help="users per iteration (all vulnerable)")
+    users: int = param(512, ge=1, help="users per iteration (all vulnerable)")
 
 
 def settings(cfg: EmergenceConfig) -> dict[str, Setting]:
@@ -108,6 +108,6 @@ register(Experiment(
     presets={"smoke": smoke(), "quick": EmergenceConfig(), "paper": EmergenceConfig(rl=common.paper_rl(), users=common.PAPER_USERS)},
     run=run,
     claims=CLAIMS,
-    wip=True,
+
     plots=common.plot_curves,
 ))  # fmt: skip

@@ -41,7 +41,7 @@ class SafetyMixConfig:
         nonempty=True,
         help="safety-data fractions of each update",
     )
-    users: int = param(512, ge=1, help="users per iteration (all vulnerable)")
+    users: int = param(256, ge=1, help="users per iteration (all vulnerable)")
 
 
 def settings(cfg: SafetyMixConfig) -> dict[str, Setting]:
@@ -95,6 +95,37 @@ CLAIMS = [
 ]
 
 
+def plot(results: dict, ctx) -> None:
+    """Harm at the last iteration against the safety-data fraction, per environment."""
+    from alignlab.core.plotting import plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    by_env: dict = {}
+    for row in results["settings"].values():
+        by_env.setdefault(row["env"], []).append(row)
+    for i, (env, rows) in enumerate(by_env.items()):
+        rows = sorted(rows, key=lambda r: float(r["fraction"]))
+        fr = [float(r["fraction"]) for r in rows]
+        ax.fill_between(
+            fr,
+            [float(r["harm"]["end_lo"]["mean"]) for r in rows],
+            [float(r["harm"]["end_hi"]["mean"]) for r in rows],
+            color=f"C{i}",
+            alpha=0.25,
+            lw=0,
+        )
+        ax.plot(
+            fr,
+            [float(r["harm"]["end_lo"]["mean"]) for r in rows],
+            "o-",
+            color=f"C{i}",
+            label=f"{env} ({rows[0]['harm_metric']})",
+        )
+    ax.set(xlabel="safety-data fraction of each update", ylabel="harm at the end", ylim=(0, 1.02))
+    ax.legend(fontsize=7)
+    ctx.save_figure(fig, "safety_mix")
+
+
 def smoke() -> SafetyMixConfig:
     return SafetyMixConfig(rl=common.smoke_rl(), envs=("booking",), fractions=(0.0, 0.5), users=16)
 
@@ -108,5 +139,6 @@ register(Experiment(
              "paper": SafetyMixConfig(rl=common.paper_rl(), envs=tuple(ENVS), users=1920)},
     run=run,
     claims=CLAIMS,
-    wip=True,
+    plots=plot,
+
 ))  # fmt: skip

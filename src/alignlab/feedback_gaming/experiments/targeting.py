@@ -112,7 +112,10 @@ def claim_50(r):
 
 
 def report_rare(r):
-    rows = [f"{n}: {targeted(row)[1]}" for n, row in r["settings"].items() if n != "traits_0.5"]
+    rare = {n: row for n, row in r["settings"].items() if n != "traits_0.5"}
+    if not rare:
+        return "no rarer population was run", False
+    rows = [f"{n}: {targeted(row)[1]}" for n, row in rare.items()]
     ok = all(targeted(row)[0] for row in r["settings"].values())
     return "; ".join(rows), ok
 
@@ -138,6 +141,51 @@ CLAIMS = [
 ]
 
 
+def plot(results: dict, ctx) -> None:
+    """Per setting: harm of vulnerable and normal users per iteration (bands), and the exact
+    probability of a harmful opening per user type at the start and the end."""
+    import numpy as np
+
+    from alignlab.core.plotting import plt
+
+    rows = results["settings"]
+    fig, axes = plt.subplots(1, len(rows) + 1, figsize=(3.2 * (len(rows) + 1), 3.2), squeeze=False)
+    for j, row in enumerate(rows.values()):
+        ax = axes[0, j]
+        for kind, colour in (("vuln", "C3"), ("normal", "C0")):
+            band = row[kind]["metrics"]["harm"]
+            it = np.arange(len(band["lo"]))
+            ax.fill_between(it, band["lo"], band["hi"], color=colour, alpha=0.25, lw=0)
+            ax.plot(it, band["lo"], color=colour, label=kind)
+        ax.set(
+            title=f"{row['cue']} cue, {float(row['fraction']):.0%} vulnerable",
+            ylim=(0, 1),
+            xlabel="iteration",
+            ylabel="harm" if j == 0 else None,
+        )
+        ax.legend(fontsize=7)
+    ax = axes[0, -1]
+    names = list(rows)
+    for k, (kind, colour) in enumerate((("vuln", "C3"), ("normal", "C0"))):
+        for m, (when, hatch) in enumerate((("start", "//"), ("end", ""))):
+            vals = [
+                sum(v for a, v in rows[n][kind]["exact"][when][kind].items() if a != "personal")
+                for n in names
+            ]
+            ax.bar(
+                np.arange(len(names)) + 0.2 * (2 * k + m) - 0.3,
+                vals,
+                0.2,
+                color=colour,
+                hatch=hatch,
+                label=f"{kind} {when}",
+            )
+    ax.set(yscale="log", xticks=range(len(names)), title="exact P(harmful opening)")
+    ax.set_xticklabels(names, rotation=30, fontsize=7)
+    ax.legend(fontsize=6)
+    ctx.save_figure(fig, "targeting")
+
+
 def smoke() -> TargetingConfig:
     return TargetingConfig(
         rl=common.smoke_rl(), fractions=(0.5,), colour_fractions=(0.25,), n_vulnerable=8
@@ -149,9 +197,10 @@ register(Experiment(
     paper=common.PAPER,
     description="Mixed populations: the agent learns whom to harm (therapy, 50 / 10 / 2 %)",
     config=TargetingConfig,
-    presets={"smoke": smoke(), "quick": TargetingConfig(),
+    presets={"smoke": smoke(), "quick": TargetingConfig(n_vulnerable=256, max_users=600),
              "paper": TargetingConfig(rl=common.paper_rl(), fractions=(0.5, 0.1, 0.05, 0.02))},
     run=run,
     claims=CLAIMS,
-    wip=True,
+    plots=plot,
+
 ))  # fmt: skip

@@ -35,9 +35,9 @@ class VetoConfig:
         VETOES, choices=VETOES, distinct=True, nonempty=True, help="vetoes trained with in booking"
     )
     therapy_vetoes: tuple[str, ...] = param(
-        ("none", "binary"), choices=VETOES, distinct=True, help="vetoes trained with in therapy"
+        ("binary",), choices=VETOES, distinct=True, help="vetoes trained with in therapy"
     )
-    users: int = param(512, ge=1, help="users per iteration (all vulnerable)")
+    users: int = param(256, ge=1, help="users per iteration (all vulnerable)")
 
 
 def settings(cfg: VetoConfig) -> dict[str, Setting]:
@@ -128,6 +128,31 @@ CLAIMS = [
 ]
 
 
+def plot(results: dict, ctx) -> None:
+    """Booking: lying, omission and nudging per iteration under each veto; reward."""
+    import numpy as np
+
+    from alignlab.core.plotting import plt
+
+    rows = {n: r for n, r in results["settings"].items() if r["env"] == "booking"}
+    if not rows:
+        return
+    metrics = ("lying", "omission", "nudging")
+    fig, axes = plt.subplots(1, len(metrics) + 1, figsize=(3.2 * (len(metrics) + 1), 3.2))
+    for j, m in enumerate(metrics):
+        for i, row in enumerate(rows.values()):
+            band = row["metrics"][m]
+            it = np.arange(len(band["lo"]))
+            axes[j].fill_between(it, band["lo"], band["hi"], color=f"C{i}", alpha=0.2, lw=0)
+            axes[j].plot(it, band["lo"], color=f"C{i}", label=row["veto"])
+        axes[j].set(title=f"booking: {m}", ylim=(0, 1), xlabel="iteration")
+    for i, row in enumerate(rows.values()):
+        axes[-1].plot(row["reward"]["curve"], color=f"C{i}", label=row["veto"])
+    axes[-1].set(title="reward E[s]", xlabel="iteration")
+    axes[0].legend(fontsize=7)
+    ctx.save_figure(fig, "veto")
+
+
 def smoke() -> VetoConfig:
     return VetoConfig(
         rl=common.smoke_rl(), booking_vetoes=("none", "binary"), therapy_vetoes=(), users=16
@@ -143,5 +168,6 @@ register(Experiment(
              "paper": VetoConfig(rl=common.paper_rl(), users=640)},
     run=run,
     claims=CLAIMS,
-    wip=True,
+    plots=plot,
+
 ))  # fmt: skip
