@@ -31,7 +31,7 @@ from alignlab.gemma2.generate import generate
 class Sampling:
     temperature: float = 1.0
     min_p: float | None = 0.02
-    max_new_tokens: int = 40
+    max_new_tokens: int = 48
     batch: int = 512
 
 

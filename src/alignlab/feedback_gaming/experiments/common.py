@@ -66,7 +66,7 @@ class RLConfig:
     )
     temperature: float = param(1.0, gt=0, help="sampling temperature (the paper's 1)")
     min_p: float = param(0.02, ge=0, lt=1, help="min-p filter (a deviation; 0: off)")
-    max_new_tokens: int = param(40, ge=8, help="reply length limit in tokens")
+    max_new_tokens: int = param(48, ge=8, help="reply length limit in tokens")
     eval_users: int = param(64, ge=1, help="held-out users per type for exact act probabilities")
     n_seeds: int = param(3, ge=1, help="RL seeds per setting (claims read their mean)")
     rater: str = param(
