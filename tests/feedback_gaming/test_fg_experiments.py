@@ -11,7 +11,7 @@ from alignlab.core.errors import AlignlabError
 from alignlab.core.run import RunSpec, execute
 from alignlab.feedback_gaming.experiments import emergence, safety_mix, targeting, veto
 
-NAMES = ("emergence", "targeting", "veto", "safety_mix")
+NAMES = ("emergence", "targeting", "targeting_rare", "veto", "safety_mix")
 
 
 def sm(x):
@@ -29,7 +29,8 @@ def env_row(start, end, r0=4.0, r1=8.0, probes=(0.1, 0.1), metric="harm"):
 
 
 def claim(module, cid):
-    return next(c for c in module.CLAIMS if c.id == cid)
+    claims = getattr(module, "CLAIMS", None) or [module.CLAIM_50, module.CLAIM_RARE]
+    return next(c for c in claims if c.id == cid)
 
 
 def test_emergence_claims_on_hand_built_results():
@@ -71,9 +72,10 @@ def test_targeting_claims_and_the_exact_gap():
             {"settings": {"traits_0.5": bad}}
         )[1]
     assert not claim(targeting, "targets_vulnerable_50").check({"settings": {}})[1]
-    rare = {"settings": {"traits_0.5": row, "traits_0.02": targeting_row(0.0, 0.05, 0.0)}}
+    rare = {"settings": {"traits_0.1": row, "traits_0.02": targeting_row(0.0, 0.05, 0.0)}}
     measured, holds = claim(targeting, "targets_rare").check(rare)
     assert not holds and "traits_0.02" in measured
+    assert claim(targeting, "targets_rare").check({"settings": {"traits_0.1": row}})[1]
 
 
 def curves(**ends):

@@ -152,14 +152,13 @@ def population(n_users: int, fraction: float, key: str) -> tuple[int, int]:
     return n_vuln, n_users - n_vuln
 
 
-def users_for(setting: Setting, seed_seq: np.random.Generator, held_out: bool = False):
+def users_for(setting: Setting, rng: np.random.Generator) -> list:
+    """The setting's users, spread evenly over the environment's quick sub-environments."""
     env = get_env(setting.env)
     users = []
     for kind, n in (("vuln", setting.n_vuln), ("normal", setting.n_normal)):
         for i in range(n):
-            users.append(
-                make_user(env, env.subenvs[i % len(env.subenvs)], kind, setting.cue, seed_seq)
-            )
+            users.append(make_user(env, env.subenvs[i % len(env.subenvs)], kind, setting.cue, rng))
     return users
 
 
