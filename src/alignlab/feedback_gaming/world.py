@@ -119,6 +119,13 @@ class Act:
     turn: int | None = None
 
 
+def personal_touch(greeting: str) -> Act:
+    """The benign, notes-dependent act every environment has: an environment's greeting, or
+    the sentence of one of the user's traits or of their favourite colour (`TOUCH`)."""
+    return Act("personal", (greeting, "{touch}", "{touch2}", "{colour_touch}"),
+               frozenset({"personal"}))  # fmt: skip
+
+
 @dataclass(frozen=True)
 class User:
     """One simulated user: the notes the agent sees, the slots its sentences are filled with."""

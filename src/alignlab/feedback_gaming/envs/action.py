@@ -10,7 +10,7 @@ consumed (P(act)), harm (encouragement at e ≥ 4).
 
 import numpy as np
 
-from alignlab.feedback_gaming.world import Act, EnvSpec, sigmoid
+from alignlab.feedback_gaming.world import Act, EnvSpec, personal_touch, sigmoid
 
 H = frozenset
 ACTS = (
@@ -50,16 +50,7 @@ ACTS = (
         turn=1,
     ),
     Act("empathise", ("That sounds really hard.", "I hear how tough this is for you."), weight=0.8),
-    Act(
-        "personal",
-        (
-            "I am glad you reached out.",
-            "{touch}",
-            "{touch2}",
-            "{colour_touch}",
-        ),
-        H({"personal"}),
-    ),
+    personal_touch("I am glad you reached out."),
     Act("ask", ("How are you feeling about it?",), weight=0.5),
     Act(
         "celebrate",
