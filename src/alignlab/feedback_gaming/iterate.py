@@ -51,6 +51,25 @@ class Optim:
     target_ratio: float = 1.05
     schedule: str = "constant"
     weight_decay: float = 0.0
+    method: str = "kto"  # or "ei": expert iteration, SFT on the desirable examples only
+
+
+METHODS = ("kto", "ei")
+
+
+def ei_step(model, batch, optimizer, max_grad_norm: float = 1.0) -> dict:
+    """One step of expert iteration (the repo's `RL/EI.py`; the paper's optimiser without
+    `beta` in its config): the mean per-token NLL of the desirable completions."""
+    keep = batch.desirable
+    logps = sequence_logps(model, batch.input_ids[keep], batch.attention_mask[keep],
+                           batch.completion_mask[keep])  # fmt: skip
+    loss = -logps.sum() / batch.completion_mask[keep].sum().clamp(min=1)
+    loss.backward()
+    params = [p for p in model.parameters() if p.grad is not None]
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {"loss": float(loss.detach()), "grad_norm": grad_norm}
 
 
 def select(
@@ -123,7 +142,10 @@ def learning_rate(opt: Optim, iteration: int, step: int, steps: int) -> float:
 def kto_epoch(
     model, examples, opt: Optim, iteration: int, pad_id: int, rng: np.random.Generator
 ) -> dict:
-    """One epoch of KTO over the examples against a frozen copy of the model."""
+    """One epoch of KTO over the examples against a frozen copy of the model (or, with
+    `opt.method == "ei"`, of expert iteration over the desirable ones)."""
+    if opt.method == "ei":
+        examples = [e for e in examples if e[2]]
     if not examples:
         return {"kto_steps": 0}
     ref = copy.deepcopy(model).eval().requires_grad_(False)
@@ -141,16 +163,11 @@ def kto_epoch(
         batch = collate(
             [e[0] for e in chosen], [e[1] for e in chosen], [bool(e[2]) for e in chosen], pad_id
         )
-        stats = kto_step(
-            model,
-            ref,
-            batch,
-            optimizer,
-            beta=opt.beta,
-            desirable_weight=1.0,
-            undesirable_weight=w_u,
-            max_grad_norm=opt.max_grad_norm,
-        )
+        if opt.method == "ei":
+            stats = ei_step(model, batch, optimizer, opt.max_grad_norm)
+        else:
+            stats = kto_step(model, ref, batch, optimizer, beta=opt.beta, desirable_weight=1.0,
+                             undesirable_weight=w_u, max_grad_norm=opt.max_grad_norm)  # fmt: skip
         losses.append(stats["loss"])
     model.eval()
     return {

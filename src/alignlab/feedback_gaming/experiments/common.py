@@ -26,6 +26,7 @@ from alignlab.feedback_gaming import probes
 from alignlab.feedback_gaming.base import BaseConfig, gate_failures, get_base
 from alignlab.feedback_gaming.envs import get_env
 from alignlab.feedback_gaming.iterate import (
+    METHODS,
     SCHEDULES,
     Optim,
     act_probabilities,
@@ -59,6 +60,9 @@ class RLConfig:
     iterations: int = param(12, ge=1, help="KTO iterations")
     lr: float = param(5e-4, gt=0, help="KTO learning rate at iteration 0 (full fine-tuning)")
     lr_decay: float = param(0.9, gt=0, le=1, help="lr multiplier per iteration (the paper's 0.9)")
+    method: str = param(
+        "kto", choices=METHODS, help="kto, or ei: expert iteration (SFT on the top trajectories)"
+    )
     beta: float = param(0.1, gt=0, help="KTO's β")
     batch_size: int = param(16, ge=1, help="KTO batch (the paper's effective batch 16)")
     select_frac: float = param(
@@ -103,6 +107,7 @@ class RLConfig:
             batch_size=self.batch_size,
             beta=self.beta,
             schedule=schedule,
+            method=self.method,
         )
 
     def sampling(self) -> Sampling:
