@@ -373,15 +373,13 @@ def test_bad_sampling_settings_are_one_clear_error(local, server):
             backend.top_logprobs(CONVS, top=0)
 
 
-def test_min_p_is_passed_to_generate_when_it_takes_it(model, tokenizer):
-    import inspect
-
-    if "min_p" in inspect.signature(generate).parameters:
-        m = LocalChatModel(model, tokenizer, min_p=0.05)
-        assert m.chat(CONVS, max_tokens=4, seed=0) == m.chat(CONVS, max_tokens=4, seed=0)
-    else:
-        with pytest.raises(AlignlabError, match="min_p is not supported"):
-            LocalChatModel(model, tokenizer, min_p=0.05)
+def test_min_p_is_passed_to_generate(model, tokenizer):
+    # min-p 1 keeps only the most likely token: sampling at temperature 1 is then greedy
+    greedy = LocalChatModel(model, tokenizer).chat(CONVS, max_tokens=4, temperature=0)
+    top_only = LocalChatModel(model, tokenizer, min_p=1.0)
+    assert top_only.chat(CONVS, max_tokens=4, temperature=1.0, seed=0) == greedy
+    with pytest.raises(AlignlabError, match="min_p must be in"):
+        LocalChatModel(model, tokenizer, min_p=1.5)
 
 
 # --- the server and the OpenAI-compatible backend --------------------------------------------

@@ -8,7 +8,6 @@ in place of the chat template.
 
 from __future__ import annotations
 
-import inspect
 import threading
 from collections.abc import Sequence
 
@@ -28,7 +27,7 @@ class LocalChatModel:
     `chat` batches the conversations (`batch_size` at a time) through one `torch.Generator`
     seeded with `seed`, so the same conversations and seed give the same replies. A reply is
     decoded without its stop token and without special tokens, then stripped. `min_p` is passed
-    to `generate` (it needs a `generate` that takes `min_p`). One call runs at a time, so
+    to `generate` (min-p sampling). One call runs at a time, so
     the server's threads can share one instance.
     """
 
@@ -47,14 +46,8 @@ class LocalChatModel:
             )
         if batch_size < 1:
             raise AlignlabError(f"batch_size must be >= 1, got {batch_size}")
-        if min_p is not None:
-            if not 0 <= min_p <= 1:
-                raise AlignlabError(f"min_p must be in [0, 1] or None, got {min_p}")
-            if "min_p" not in inspect.signature(generate).parameters:
-                raise AlignlabError(
-                    "min_p is not supported by this alignlab's gemma2.generate; "
-                    "leave min_p=None (temperature, top-k and top-p are)"
-                )
+        if min_p is not None and not 0 <= min_p <= 1:
+            raise AlignlabError(f"min_p must be in [0, 1] or None, got {min_p}")
         self.model = model
         self.tokenizer = tokenizer
         self.format = format if format is not None else PlainFormat(tokenizer)
@@ -87,7 +80,6 @@ class LocalChatModel:
             return []
         prompts = [self.format.encode(c) for c in convs]
         stop = set(self.format.stop_ids())
-        extra = {} if self.min_p is None else {"min_p": self.min_p}
         new: list[list[int]] = []
         with self._lock:
             generator = None
@@ -101,7 +93,7 @@ class LocalChatModel:
                     temperature=temperature,
                     stop_tokens=stop,
                     generator=generator,
-                    **extra,
+                    min_p=self.min_p,
                 )
         replies = []
         for ids in new:
