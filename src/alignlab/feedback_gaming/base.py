@@ -117,7 +117,9 @@ class BaseConfig:
         )  # fmt: skip
 
 
-def base_key(cfg: BaseConfig, seed: int, device: str, threads: int | None = None) -> str:
+def base_key(
+    cfg: BaseConfig, seed: int, device: str, threads: int | None = None, pairs=None
+) -> str:
     """What the base model's bits depend on: its config (not the gate's settings), the corpus
     itself (so a change to the grammar world is a new model), the seed, and the environment
     (torch version, device type, torch threads), as gemma2's `teacher_key`."""
@@ -126,7 +128,8 @@ def base_key(cfg: BaseConfig, seed: int, device: str, threads: int | None = None
         spec.pop(k)
     for k in ("log_every", "eval_every", "eval_batches", "checkpoint_every"):
         spec["sft"].pop(k)
-    corpus = hashlib.sha256(dumps_json(corpus_pairs(cfg, seed)).encode()).hexdigest()
+    pairs = corpus_pairs(cfg, seed) if pairs is None else pairs  # the corpus, built once
+    corpus = hashlib.sha256(dumps_json(pairs).encode()).hexdigest()
     return content_key({
         "version": BASE_VERSION, "config": spec, "corpus": corpus, "seed": seed,
         "torch": torch.__version__, "device": torch.device(device).type,
@@ -181,7 +184,8 @@ def get_base(ctx, cfg: BaseConfig, seed: int) -> Base:
     """The base agent for this config and seed: from the cache, or trained in the run's stage
     "sft" and cached. The gate is measured on held-out users either way and stored in info."""
     stage = ctx.stage("sft", cfg.sft.steps)
-    key = base_key(cfg, seed, ctx.device)
+    pairs = corpus_pairs(cfg, seed)
+    key = base_key(cfg, seed, ctx.device, pairs=pairs)
     folder = artifact_dir(CACHE_KIND, key)
     if cfg.cache and is_complete(folder):
         ctx.log(f"base: reusing the cached model {folder}")
@@ -189,7 +193,6 @@ def get_base(ctx, cfg: BaseConfig, seed: int) -> Base:
         fmt = GemmaFormat(tok) if cfg.pretrained else PlainFormat(tok)
         model = from_pretrained(folder).float().to(ctx.device)
         return Base(model, tok, fmt, read_json(folder / "base.json"))
-    pairs = corpus_pairs(cfg, seed)
     seed_torch(seed, "feedback_gaming", "base")
     if cfg.pretrained:  # the paper preset: an instruct Gemma 2 with its own chat template
         tok = Tokenizer.load(cfg.pretrained)
