@@ -22,7 +22,7 @@ import torch
 from alignlab.copac.brain import BrainTraining, SACBrain, brain_key, healthy_brain, load_brain
 from alignlab.copac.copac import METHODS as COPAC_METHODS
 from alignlab.copac.copac import CopAC, CopACConfig, check_grid
-from alignlab.copac.envs import WORLDS, check_world, make_world
+from alignlab.copac.envs import WORLDS, make_world
 from alignlab.copac.patient import Evaluator, PatientEnv
 from alignlab.core.cache import artifact_dir
 from alignlab.core.config import ConfigError, param
@@ -372,18 +372,25 @@ def episodes_to_reach(summary: dict, target: float) -> float | None:
     return None
 
 
-def plot_curves(ax, summaries: dict[str, dict], *, recovery_axis: bool = False) -> None:
+def plot_curves(
+    ax, summaries: dict[str, dict], *, recovery_axis: bool = False, bands: bool = True
+) -> None:
+    """Mean test-return curves across patients, with 95% t bands when `bands`."""
     for name, s in summaries.items():
         x = np.asarray(s["episodes"])
         y = np.asarray(s["recovery_curve"] if recovery_axis else s["mean"])
         ax.plot(x, y, label=name, marker="o" if len(x) < 25 else None, ms=3)
-        if not recovery_axis:
+        if bands and not recovery_axis:
             ci = np.nan_to_num(np.asarray(s["ci95"], dtype=float))
             ax.fill_between(x, y - ci, y + ci, alpha=0.2)
 
 
-def check_patient_config(pc: PatientConfig) -> None:
-    check_world(pc.world)
+def zoom(ax, j_inj: float, j_healthy: float) -> None:
+    """Frame the injury: from 2 gaps below J_inj to half a gap above J_healthy (the first
+    tests, before f has data, can be far worse and are cut off; the numbers are in
+    results.json)."""
+    gap = max(j_healthy - j_inj, 1e-6)
+    ax.set_ylim(j_inj - 2 * gap, j_healthy + 0.5 * gap)
 
 
 # ---------------------------------------------------------------------------------------
@@ -433,6 +440,7 @@ def plot_sweep(results: dict, ctx, name: str, title: str) -> None:
         ax.axhline(c["j_healthy"], color="k", ls="--", lw=1, label="healthy")
         ax.axhline(c["j_inj"], color="r", ls=":", lw=1, label="injured")
         ax.set_xscale("symlog", linthresh=10)
+        zoom(ax, c["j_inj"], c["j_healthy"])
         ax.set(title=f"{title}, p = {row['p']}", xlabel="patient episodes", ylabel="test return")
     axes[0].legend(fontsize=7)
     ax = axes[-1]

@@ -168,17 +168,18 @@ def plot(results: dict, ctx) -> None:
     ms = results["methods"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     short = {m: s for m, s in ms.items() if m not in ("sac",)}
-    common.plot_curves(axes[0], short)
+    common.plot_curves(axes[0], short, bands=False)
     c = ms["copac"]
     for ax in axes:
         ax.axhline(c["j_healthy"], color="k", ls="--", lw=1, label="healthy")
         ax.axhline(c["j_inj"], color="r", ls=":", lw=1, label="injured, no stimulation")
         ax.set(xlabel="patient episodes", ylabel="test return")
-    axes[0].set_title(f"Reacher-v5, p = {results['p']}: first episodes")
+        common.zoom(ax, c["j_inj"], c["j_healthy"])
+    axes[0].set_title(f"Reacher-v5, p = {results['p']}: all methods (means over patients)")
     axes[0].legend(fontsize=7)
     common.plot_curves(axes[1], {m: ms[m] for m in ("copac", "sac") if m in ms})
     axes[1].set_xscale("symlog", linthresh=10)
-    axes[1].set_title("CopAC (10 episodes) vs SAC on stimulation")
+    axes[1].set_title("CopAC (10 episodes) vs SAC on stimulation (95% CI)")
     axes[1].legend(fontsize=7)
     ctx.save_figure(fig, "reacher_curves")
 
