@@ -239,7 +239,7 @@ register(
                         hidden=512, updates_per_step=40, rollouts_per_step=400, explore_episodes=100
                     ),
                 ),
-                mbpo_episodes=25,
+                mbpo_episodes=2_500,  # 125k steps, as the official MBPO configs
             ),
         },
         run=run,
