@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from alignlab.copac.envs import check_world, make_world, to_env_action
+from alignlab.copac.envs import check_world, make_world
 from alignlab.core.cache import artifact_dir, cached_folder, content_key, is_complete
 from alignlab.core.config import param
 from alignlab.core.errors import AlignlabError
@@ -89,25 +89,6 @@ class HealthyBrain:
         return self.sac.critic
 
 
-def evaluate(policy, world: str, seeds: list[int]) -> list[float]:
-    """Returns of `policy(obs (1, d) tensor) -> scaled action (1, |A|)` on the world, one episode
-    per reset seed."""
-    env = make_world(world)
-    out = []
-    for seed in seeds:
-        obs, _ = env.reset(seed=int(seed))
-        total, done = 0.0, False
-        while not done:
-            with torch.no_grad():
-                a = policy(torch.as_tensor(obs, dtype=torch.float32)[None])[0].numpy()
-            obs, r, term, trunc, _ = env.step(to_env_action(a, env.action_space))
-            total += float(r)
-            done = term or trunc
-        out.append(total)
-    env.close()
-    return out
-
-
 def _new_sac(world: str, t: BrainTraining) -> SAC:
     env = make_world(world)
     sac = SAC(
@@ -139,10 +120,9 @@ def load_brain(folder: Path, world: str, t: BrainTraining) -> HealthyBrain:
     return HealthyBrain(sac, info, Path(folder))
 
 
-def healthy_brain(ctx, world: str, t: BrainTraining, eval_seeds: list[int]) -> HealthyBrain:
+def healthy_brain(ctx, world: str, t: BrainTraining) -> HealthyBrain:
     """The healthy brain of `world`: from the cache, or trained now (SB3-semantics SAC,
-    `t.steps` world steps) in the run's stage `brain-<world>` and cached. `eval_seeds` give
-    J_healthy's test episodes (recorded in the brain's info when it is trained)."""
+    `t.steps` world steps) in the run's stage `brain-<world>` and cached."""
     check_world(world)
     stage = ctx.stage(f"brain-{world}", t.steps)
     key = brain_key(world, t)

@@ -76,9 +76,3 @@ def to_env_action(scaled: np.ndarray, space: gym.spaces.Box) -> np.ndarray:
     """[-1, 1] -> the env's action box (SB3's `unscale_action`)."""
     low, high = space.low, space.high
     return (low + 0.5 * (np.asarray(scaled) + 1.0) * (high - low)).astype(space.dtype)
-
-
-def to_scaled(action: np.ndarray, space: gym.spaces.Box) -> np.ndarray:
-    """The env's action box -> [-1, 1] (SB3's `scale_action`)."""
-    low, high = space.low, space.high
-    return (2.0 * (np.asarray(action) - low) / (high - low) - 1.0).astype(np.float32)

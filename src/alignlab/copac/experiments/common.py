@@ -22,7 +22,7 @@ import torch
 from alignlab.copac.brain import BrainTraining, SACBrain, brain_key, healthy_brain, load_brain
 from alignlab.copac.copac import METHODS as COPAC_METHODS
 from alignlab.copac.copac import CopAC, CopACConfig, check_grid
-from alignlab.copac.envs import WORLDS, make_world
+from alignlab.copac.envs import WORLDS, make_world, to_env_action
 from alignlab.copac.patient import Evaluator, PatientEnv
 from alignlab.core.cache import artifact_dir
 from alignlab.core.config import ConfigError, param
@@ -124,7 +124,7 @@ def test_seeds(seed: int, n: int) -> list[int]:
 def prepare_brains(ctx, pc: PatientConfig) -> dict:
     """Train (or find) the healthy brain in the main process, before the units fork, so that
     the units only read the cache. Returns its J_healthy info."""
-    b = healthy_brain(ctx, pc.world, pc.brain_training, [])
+    b = healthy_brain(ctx, pc.world, pc.brain_training)
     out = {"world": pc.world, "key": brain_key(pc.world, pc.brain_training)}
     if pc.brain == "michaels":
         from alignlab.copac.rnn import healthy_michaels
@@ -224,7 +224,9 @@ def run_patient(pc: PatientConfig, p: float, method: str, seed: int, episodes: i
     }
 
 
-def _healthy_states(pc: PatientConfig, healthy, run_seed: int, n_episodes: int = 2) -> torch.Tensor:
+def _healthy_states(
+    pc: PatientConfig, healthy, run_seed: int, n_episodes: int = 2
+) -> tuple[torch.Tensor, torch.Tensor]:
     """States the healthy brain visits (2 episodes), where |Q - Q*| is logged."""
     env = make_world(pc.world)
     states = []
@@ -235,8 +237,6 @@ def _healthy_states(pc: PatientConfig, healthy, run_seed: int, n_episodes: int =
             states.append(obs)
             with torch.no_grad():
                 a = healthy.actor.deterministic(torch.as_tensor(obs, dtype=torch.float32)[None])
-            from alignlab.copac.envs import to_env_action
-
             obs, _, term, trunc, _ = env.step(to_env_action(a[0].numpy(), env.action_space))
             done = term or trunc
     env.close()
