@@ -397,6 +397,32 @@ def zoom(ax, j_inj: float, j_healthy: float) -> None:
 # a sweep over lesion fractions (copac.lesions, copac.pendulum, copac.rnn_brain)
 
 
+@dataclass
+class SweepConfig:
+    """A sweep over lesion fractions: every (p, method, patient). Experiments subclass it and
+    set their own defaults."""
+
+    patient: PatientConfig = param(factory=PatientConfig, help="world, brain, patients, tests")
+    lesions: tuple[float, ...] = param(
+        (0.5, 0.9), ge=0, le=1, nonempty=True, distinct=True, help="lesion fractions p"
+    )
+    methods: tuple[str, ...] = param(
+        ("copac", "copac_noq", "sac"),
+        choices=METHODS,
+        distinct=True,
+        nonempty=True,
+        help="methods run",
+    )
+    sac_episodes: int = param(50, ge=1, help="SAC-on-stimulation's patient episodes")
+
+    def episodes_of(self, method: str) -> int:
+        return self.sac_episodes if method in ("sac", "mbpo") else self.patient.budget
+
+    def validate(self):
+        if not {"copac", "sac"} <= set(self.methods):
+            raise ConfigError("methods", "must include 'copac' and 'sac', which the claims compare")
+
+
 def sweep_unit(key: str, uctx) -> dict:
     cfg = uctx.config
     tag, method, seed = key.split("/")

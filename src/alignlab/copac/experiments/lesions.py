@@ -19,34 +19,18 @@ from dataclasses import dataclass
 
 from alignlab.copac.brain import BrainTraining
 from alignlab.copac.experiments import common
-from alignlab.copac.experiments.common import PatientConfig
 from alignlab.copac.experiments.reacher import PAPER, SMOKE_PATIENT, quick_patient
 from alignlab.core.claims import Claim
-from alignlab.core.config import ConfigError, param
+from alignlab.core.config import param
 from alignlab.core.experiment import Experiment, register
 
 
 @dataclass
-class LesionsConfig:
-    patient: PatientConfig = param(factory=PatientConfig, help="world, brain, patients, tests")
+class LesionsConfig(common.SweepConfig):
     lesions: tuple[float, ...] = param(
         (0.25, 0.5, 0.75, 0.9), ge=0, le=1, nonempty=True, distinct=True, help="lesion fractions p"
     )
-    methods: tuple[str, ...] = param(
-        ("copac", "copac_noq", "sac"),
-        choices=common.METHODS,
-        distinct=True,
-        nonempty=True,
-        help="methods run",
-    )
     sac_episodes: int = param(50, ge=1, help="SAC-on-stimulation's patient episodes")
-
-    def episodes_of(self, method: str) -> int:
-        return self.sac_episodes if method in ("sac", "mbpo") else self.patient.budget
-
-    def validate(self):
-        if not {"copac", "sac"} <= set(self.methods):
-            raise ConfigError("methods", "must include 'copac' and 'sac', which the claims compare")
 
 
 def l1(r):

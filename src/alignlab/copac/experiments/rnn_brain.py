@@ -26,28 +26,16 @@ from alignlab.core.experiment import Experiment, register
 
 
 @dataclass
-class RNNBrainConfig:
-    patient: PatientConfig = param(factory=PatientConfig, help="world, brain, patients, tests")
+class RNNBrainConfig(common.SweepConfig):
     lesions: tuple[float, ...] = param(
         (0.5, 0.9), ge=0, le=1, nonempty=True, distinct=True, help="fractions of M1 silenced"
     )
-    methods: tuple[str, ...] = param(
-        ("copac", "copac_noq", "sac"),
-        choices=common.METHODS,
-        distinct=True,
-        nonempty=True,
-        help="methods run",
-    )
     sac_episodes: int = param(100, ge=1, help="SAC-on-stimulation's patient episodes")
 
-    def episodes_of(self, method: str) -> int:
-        return self.sac_episodes if method in ("sac", "mbpo") else self.patient.budget
-
     def validate(self):
+        super().validate()
         if self.patient.brain != "michaels":
             raise ConfigError("patient.brain", "must be 'michaels' in this experiment")
-        if not {"copac", "sac"} <= set(self.methods):
-            raise ConfigError("methods", "must include 'copac' and 'sac', which the claim compares")
         if "true_f" in self.methods:
             raise ConfigError(
                 "methods", "true_f needs a stateless brain; the Michaels brain is not"
