@@ -50,6 +50,7 @@ from torch import nn
 from alignlab.copac.brain import STIM_HIGH, STIM_LOW
 from alignlab.copac.envs import to_env_action
 from alignlab.core.config import param
+from alignlab.rl.polyak import polyak_update
 
 METHODS = ("copac", "copac_noq", "random_f", "inverse", "true_f")
 OPTIMIZERS = ("grid", "lbfgs", "anneal")
@@ -372,11 +373,6 @@ class CopAC:
             pred = torch.stack([q1[:, 0], q2[:, 0]])
             return nn.functional.mse_loss(pred, y.expand(2, -1))
 
-        def polyak():
-            with torch.no_grad():
-                t, s = list(self.q_target.parameters()), list(self.q.parameters())
-                torch._foreach_lerp_(t, s, cfg.q_tau)
-
         out = fit(
             loss,
             self.q.parameters(),
@@ -386,7 +382,7 @@ class CopAC:
             batch_size=cfg.batch_size,
             gen=self.gen,
             stop=StopRule(cfg.stop_every, cfg.stop_min_drop),
-            after_step=polyak,
+            after_step=lambda: polyak_update(self.q_target, self.q, cfg.q_tau),
         )
         for p in self.f.parameters():
             p.requires_grad_(True)

@@ -167,14 +167,16 @@ def run_patient(pc: PatientConfig, p: float, method: str, seed: int, episodes: i
     tester = Evaluator(pc.world, brain, seeds)
     zero = lambda s: torch.zeros(len(s), pc.stim_dim)  # noqa: E731
     j_inj = float(np.mean(tester(zero)))
-    j_healthy = float(np.mean(Evaluator(pc.world, healthy_brain_, seeds)(zero)))
+    healthy_evaluator = Evaluator(pc.world, healthy_brain_, seeds)
+    j_healthy = float(np.mean(healthy_evaluator(zero)))
+    healthy_evaluator.close()
     env = PatientEnv(pc.world, brain)
     rng = np.random.default_rng(uctx.substream("copac-episodes", pc.world, p, seed))
     reset_seed = lambda: int(rng.integers(2**31))  # noqa: E731
     points = schedule(episodes)
     curve: dict[int, float] = {}
     extra: dict[str, list] = {"train": [], "q_err": []}
-    progress = uctx.advance if hasattr(uctx, "advance") else (lambda n: None)
+    progress = uctx.advance
 
     if method in COPAC_METHODS:
         learner = CopAC(
