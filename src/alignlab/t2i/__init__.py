@@ -1,0 +1,1 @@
+"""Imagen 3 (Imagen Team, 2024): latent text-to-image diffusion on a simulated shapes world."""
