@@ -105,6 +105,14 @@ def condition(low, factor: int):
     return F.interpolate(low, scale_factor=factor, mode="bilinear", align_corners=False)
 
 
+def bilinear(low_images: np.ndarray, factor: int) -> np.ndarray:
+    """The baseline: uint8 images upsampled bilinearly (the upsampler's conditioning image)."""
+    import torch
+
+    with torch.no_grad():
+        return tensor_to_uint8(condition(images_to_tensor(np.asarray(low_images)), factor))
+
+
 def _check(images: np.ndarray, side: int, what: str) -> np.ndarray:
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[1:] != (side, side, 3) or images.dtype != np.uint8:

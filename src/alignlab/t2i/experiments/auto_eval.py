@@ -36,6 +36,7 @@ from alignlab.t2i import world as W
 from alignlab.t2i.eval import features as F
 from alignlab.t2i.eval import validation as V
 from alignlab.t2i.eval.artifacts import save_scores
+from alignlab.t2i.eval.sxs import write_ratings
 from alignlab.t2i.experiments import common as C
 from alignlab.t2i.experiments import human_eval as H
 from alignlab.t2i.raters import SimulatedRaters
@@ -63,11 +64,10 @@ def scores_of(clip, vqa, images, prompts) -> dict[str, np.ndarray]:
 def run(ctx) -> dict:
     cfg: AutoEvalConfig = ctx.config
     wc = C.world_config(cfg.models)
-    models = C.get_models(ctx, cfg.models)
-    C.build_in_parallel(
+    models = C.get_models(  # the evaluators train beside any model still to train
         ctx,
+        cfg.models,
         {"clip": lambda: EV.cached_clip(cfg.clip, wc), "vqa": lambda: EV.cached_vqa(cfg.vqa, wc)},
-        "evaluators",
     )
     clip = EV.cached_clip(cfg.clip, wc, log=ctx.log)
     vqa = EV.cached_vqa(cfg.vqa, wc, log=ctx.log)
@@ -76,6 +76,7 @@ def run(ctx) -> dict:
     raters = SimulatedRaters(noise=cfg.rater_noise, band=cfg.rater_band, seed=ctx.seed, wc=wc)
     ratings = H.rated_studies(ctx, cfg, sets, gal, raters, [(H.SXS_ASPECTS, H.SXS_SETS)])
     ratings = [r for r in ratings if r.aspect == "alignment"]
+    write_ratings(Path(ctx.dir) / "ratings.jsonl", ratings)
 
     pairs = list(combinations(C.MODELS, 2))
     verdicts = {"raters": {}, **{m: {} for m in METRICS}}
@@ -134,7 +135,9 @@ def c9(r):
         f"where they concur ({c['concur_share']:.0f} % of pairs): {both:.1f} % vs VQAScore "
         f"{a['vqascore']:.1f} %, Gecko {a['gecko']:.1f} %"
     )
-    return text, bool(np.isfinite(both) and both >= max(a["vqascore"], a["gecko"]))
+    # where the two always concur, the subset is everything and the claim says nothing
+    ok = np.isfinite(both) and c["concur_share"] < 100 and both >= max(a["vqascore"], a["gecko"])
+    return text, bool(ok)
 
 
 def plot(r, ctx) -> None:

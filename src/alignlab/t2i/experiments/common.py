@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from alignlab.core.units import run_units
 from alignlab.t2i import data as D
 from alignlab.t2i import prompts as P
 from alignlab.t2i import world as W
+from alignlab.t2i.eval.artifacts import load_gallery, save_gallery
 from alignlab.t2i.model import ModelConfig, build_tokenizer
 from alignlab.t2i.sample import T2IPipeline, quiet_hf
 from alignlab.t2i.train import UNetTrainConfig, VAETrainConfig, encode_images, train_unet, train_vae
@@ -119,18 +121,29 @@ def world_config(mc: ModelsConfig) -> W.WorldConfig:
 
 
 CACHE_VERSION = 1  # bump when a change to the model or training code changes trained weights
+CACHED_THREADS = 2  # torch threads of the VAE, the encoding and sampling: float reductions
+# may differ across thread counts, and cached bytes must not depend on `--threads`
 
 
 def _spec(mc: ModelsConfig, seed: int) -> dict:
     """What every cached model depends on besides its own training: the pool's bytes (its
-    fingerprint), the network config, the seed, the torch version and the code version."""
+    fingerprint), the filters' settings, the network config, the seed, the library versions,
+    the thread count of the cached computations and the code version."""
+    import diffusers
     import torch
+    import transformers
 
     return {
         "pool": pool_hash(mc, seed),
+        "data": asdict(mc.data),  # the filters' settings decide each variant's rows
         "model": asdict(mc.model),
         "seed": int(seed),
-        "torch": torch.__version__.split("+")[0],
+        "versions": [
+            torch.__version__.split("+")[0],
+            diffusers.__version__,
+            transformers.__version__,
+        ],
+        "threads": CACHED_THREADS,
         "v": CACHE_VERSION,
     }
 
@@ -204,7 +217,7 @@ def get_vae(ctx, mc: ModelsConfig) -> tuple[Any, dict]:
             np.stack([p.labels[k] for k in ("unsafe", "low_quality", "ai_generated")]), 0
         )
         ctx.log(f"vae: training AutoencoderKL on {int(clean.sum())} clean pool images")
-        with torch_threads(max(1, getattr(ctx, "threads", None) or 2)):
+        with torch_threads(CACHED_THREADS):
             trained = train_vae(
                 p.images[clean], mc.model, mc.vae, generator(ctx.seed, "t2i-vae"), ctx=stage
             )
@@ -222,7 +235,7 @@ def get_vae(ctx, mc: ModelsConfig) -> tuple[Any, dict]:
 def latents_of(mc: ModelsConfig, seed: int, vae) -> Any:
     key = "latents-" + vae_key(mc, seed)
     if key not in _MEMO:
-        with torch_threads(2):
+        with torch_threads(CACHED_THREADS):
             _MEMO[key] = encode_images(vae, pool(mc, seed).images)
     return _MEMO[key]
 
@@ -231,13 +244,16 @@ def _train_unit(key: str, uctx) -> dict:
     """One variant's UNet + text encoder (a unit): trained, its snapshots cached."""
     mc: ModelsConfig = uctx.config.models
     variant = key
+    tcfg = dataclasses.replace(mc.unet, steps=variant_steps(mc, variant))
+    snaps = snapshots_of(mc, variant)
+    keys = {s: snapshot_key(mc, uctx.seed, variant, s) for s in snaps}
+    if all(is_complete(artifact_dir("t2i-model", k)) for k in keys.values()):
+        uctx.advance(mc.unet.steps)
+        return {str(s): k for s, k in keys.items()}
     vae = _MEMO["vae-" + vae_key(mc, uctx.seed)]
     lat = latents_of(mc, uctx.seed, vae)
     ts = D.run_pipeline(pool(mc, uctx.seed), variant)
     tok = tokenizer(mc)
-    tcfg = dataclasses.replace(mc.unet, steps=variant_steps(mc, variant))
-    snaps = snapshots_of(mc, variant)
-    done: dict[int, str] = {}
 
     def save(step: int, unet, text_encoder, metrics: dict) -> None:
         skey = snapshot_key(mc, uctx.seed, variant, step)
@@ -251,33 +267,31 @@ def _train_unit(key: str, uctx) -> dict:
             )
 
         cached_folder("t2i-model", skey, build)
-        done[step] = skey
 
-    missing = [
-        s
-        for s in snaps
-        if not is_complete(artifact_dir("t2i-model", snapshot_key(mc, uctx.seed, variant, s)))
-    ]
-    if missing:
-        train_unet(
-            lat[ts.indices],
-            ts.captions,
-            ts.weights,
-            tok,
-            mc.model,
-            tcfg,
-            generator(uctx.seed, "t2i-unet", variant),
-            ctx=uctx,
-            snapshots=tuple(snaps),
-            on_snapshot=save,
-        )
-    else:
-        uctx.advance(tcfg.steps)
-    return {str(s): snapshot_key(mc, uctx.seed, variant, s) for s in snaps}
+    train_unet(
+        lat[ts.indices],
+        ts.captions,
+        ts.weights,
+        tok,
+        mc.model,
+        tcfg,
+        generator(uctx.seed, "t2i-unet", variant),
+        ctx=uctx,
+        snapshots=tuple(snaps),
+        on_snapshot=save,
+    )
+    return {str(s): k for s, k in keys.items()}
 
 
-def get_models(ctx, mc: ModelsConfig) -> dict[str, tuple[T2IPipeline, float, dict]]:
-    """The six models: name -> (pipeline, guidance, info), training what is not cached."""
+def get_models(
+    ctx, mc: ModelsConfig, extra: dict[str, Callable[[], Any]] | None = None
+) -> dict[str, tuple[T2IPipeline, float, dict]]:
+    """The six models: name -> (pipeline, guidance, info), training what is not cached.
+
+    The three variants (and `extra` cache builders, e.g. evaluators: `extra[key]()` trains and
+    caches one, or finds it cached) are the units of one `run_units` call, one per core; a
+    cached variant's unit only reports its progress."""
+    extra = extra or {}
     vae, _ = get_vae(ctx, mc)
     _MEMO["vae-" + vae_key(mc, ctx.seed)] = vae
     missing = [
@@ -291,7 +305,15 @@ def get_models(ctx, mc: ModelsConfig) -> dict[str, tuple[T2IPipeline, float, dic
     if missing:
         latents_of(mc, ctx.seed, vae)  # once, before the workers fork
         ctx.log(f"models: training {', '.join(missing)} ({mc.unet.steps} / {mc.short_steps} steps)")
-        run_units(ctx, missing, _train_unit, size=mc.unet.steps, description="t2i models")
+
+    def unit(key: str, uctx) -> dict:
+        if key in extra:
+            extra[key]()
+            uctx.advance(mc.unet.steps)
+            return {}
+        return _train_unit(key, uctx)
+
+    run_units(ctx, [*VARIANT_UNITS, *extra], unit, size=mc.unet.steps, description="t2i models")
     out = {}
     loaded: dict[str, T2IPipeline] = {}
     for name, (variant, step, w) in sources(mc).items():
@@ -300,18 +322,6 @@ def get_models(ctx, mc: ModelsConfig) -> dict[str, tuple[T2IPipeline, float, dic
             loaded[folder] = T2IPipeline.load(folder / "pipeline")
         out[name] = (loaded[folder], w, read_json(folder / "info.json"))
     return out
-
-
-def build_in_parallel(ctx, builders: dict[str, Any], description: str) -> None:
-    """Run independent cache builders (evaluators, classifiers) as units, one per core; each
-    `builders[key]()` trains and caches its artifact (or finds it cached)."""
-
-    def unit(key: str, uctx) -> dict:
-        builders[key]()
-        uctx.advance(1)
-        return {}
-
-    run_units(ctx, list(builders), unit, size=1, description=description)
 
 
 # -- galleries -------------------------------------------------------------------------------------
@@ -330,18 +340,17 @@ def gallery(
     )
     folder = artifact_dir("t2i-gallery", key)
     if not is_complete(folder):
-        from alignlab.t2i.eval.artifacts import save_gallery
-
-        with torch_threads(2):
+        with torch_threads(CACHED_THREADS):
             images = pipe(texts, seed, guidance=w, steps=mc.sample_steps)
 
         def build(tmp: Path) -> None:
             save_gallery(tmp / "gallery.safetensors", images, texts)
 
         cached_folder("t2i-gallery", key, build)
-    from alignlab.t2i.eval.artifacts import load_gallery
-
     images, _, _ = load_gallery(folder / "gallery.safetensors")
+    keep = Path(ctx.dir) / "galleries" / f"{set_name}-{name}.safetensors"
+    if not keep.exists():  # the run keeps its galleries: every figure can be recomputed
+        save_gallery(keep, images, texts, {"model": name, "set": set_name, "seed": str(seed)})
     return images
 
 

@@ -20,6 +20,7 @@ Claims (the report's figures beside ours in docs/t2i.md):
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,6 +127,27 @@ def counting(sets, gal, raters) -> dict:
     return out
 
 
+def sample_grid(ctx, prompts: list[P.Prompt], gal: dict[str, np.ndarray], n: int = 8) -> None:
+    """The first n GenAI-like prompts, one row per model (the same initial noise per column)."""
+    from alignlab.core.plotting import plt
+
+    n = min(n, len(prompts))
+    fig, axes = plt.subplots(
+        len(C.MODELS), n, figsize=(1.3 * n, 1.4 * len(C.MODELS)), squeeze=False
+    )
+    for i, m in enumerate(C.MODELS):
+        for j in range(n):
+            ax = axes[i, j]
+            ax.imshow(gal[m][j], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(m, fontsize=8)
+            if i == 0:
+                ax.set_title("\n".join(textwrap.wrap(prompts[j].text, 18)), fontsize=6)
+    ctx.save_figure(fig, "samples")
+
+
 def run(ctx) -> dict:
     cfg: HumanEvalConfig = ctx.config
     models = C.get_models(ctx, cfg.models)
@@ -138,13 +160,15 @@ def run(ctx) -> dict:
         ctx, cfg, sets, gal, raters, [(SXS_ASPECTS, SXS_SETS), (("detailed",), ("docci",))]
     )
     S.write_ratings(Path(ctx.dir) / "ratings.jsonl", ratings)
+    sample_grid(ctx, sets["genai"], gal["genai"])
     ctx.log(f"human_eval: {len(ratings)} ratings written to ratings.jsonl")
     return {
         "elo": elo_tables(ctx, cfg, ratings),
         "counting": counting(sets, gal, raters),
         "n_ratings": len(ratings),
         "rater_share_max": max(
-            S.rater_shares([r for r in ratings if r.study == ratings[0].study]).values()
+            max(S.rater_shares([r for r in ratings if r.study == st]).values())
+            for st in dict.fromkeys(r.study for r in ratings)
         ),
     }
 
@@ -163,9 +187,10 @@ def c4(r):
     for s in SXS_SETS:
         e = _elo(r, "alignment", s)
         first = max(e, key=e.get)
+        first_alone = all(e["full"] > v for m, v in e.items() if m != "full")
         dis = r["elo"][f"alignment/{s}"]["disjoint"]
         d = dis.get("full@2k|short", dis.get("short|full@2k"))
-        ok &= first == "full" and e["full@2k"] > e["short"] and d
+        ok &= first_alone and e["full@2k"] > e["short"] and d
         parts.append(
             f"{s}: first {first} ({e[first]:.0f}); full@2k {e['full@2k']:.0f} vs short "
             f"{e['short']:.0f}, CIs {'disjoint' if d else 'overlap'}"
@@ -195,14 +220,16 @@ def c7(r):
     c = r["counting"]
     acc = {m: v["overall"] for m, v in c.items()}
     best = max(acc, key=acc.get)
+    alone = all(acc["full"] > v for m, v in acc.items() if m != "full")
     bn = c["full"]["by_number"]
-    lo, hi = min(bn, key=int), max(bn, key=int)
+    # the report: "5 X" prompts 51.6 pp below "1 X" (the largest number where 5 is absent)
+    lo, hi = min(bn, key=int), ("5" if "5" in bn else max(bn, key=int))
     gap = bn[lo] - bn[hi]
     text = (
         f"best {best} ({acc[best]:.1f} %), full {acc['full']:.1f} %; full at {lo}: "
         f"{bn[lo]:.1f} %, at {hi}: {bn[hi]:.1f} % ({gap:+.1f} pp)"
     )
-    return text, best == "full" and gap >= 20
+    return text, alone and gap >= 20
 
 
 def plot(r, ctx) -> None:

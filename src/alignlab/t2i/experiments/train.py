@@ -27,7 +27,15 @@ from alignlab.t2i import data as D
 from alignlab.t2i import prompts as P
 from alignlab.t2i import world as W
 from alignlab.t2i.experiments import common as C
+from alignlab.t2i.model import count_unk
 from alignlab.t2i.train import decode_latents, encode_images
+from alignlab.t2i.upsample import (
+    UpsamplerConfig,
+    UpsamplerTrainConfig,
+    bilinear,
+    train_upsampler,
+    upsample,
+)
 
 DETECTION_STAGES = ("unsafe", "low_quality", "ai_generated", "dedup", "captions")
 
@@ -37,6 +45,11 @@ class TrainConfig:
     models: C.ModelsConfig = param(factory=C.ModelsConfig, help="the data and the six models")
     n_recon: int = param(500, ge=1, help="held-out renders for the VAE's reconstruction check")
     n_probe: int = param(200, ge=2, help="prompts of each probe set (genai, drawbench)")
+    upsampler: UpsamplerTrainConfig = param(
+        factory=lambda: UpsamplerTrainConfig(steps=0),
+        help="the 2x upsampler's training (steps 0: off, as in the quick preset)",
+    )
+    n_upsample: int = param(64, ge=1, help="held-out scenes for the upsampler's check")
 
 
 def colour_count_kept(a: W.Perceived, b: W.Perceived) -> bool:
@@ -60,6 +73,63 @@ def follow_scores(prompts: list[P.Prompt], seen: list[W.Perceived]) -> dict:
         "count": float(np.mean(count)),
         "n": [len(colour), len(count)],
     }
+
+
+def scaled(scene: W.Scene, factor: int) -> W.Scene:
+    """The same scene at `factor` times the resolution (positions and sizes scale with it)."""
+    centres = tuple(tuple((x * factor, y * factor) for x, y in cs) for cs in scene.centres)
+    return W.Scene(scene.background, scene.groups, centres, res=scene.res * factor)
+
+
+def upsampler_check(ctx, cfg: TrainConfig, pool: D.Pool, wc: W.WorldConfig) -> dict:
+    """Train the 2x upsampler on clean pool scenes rendered at 2x, then compare its outputs
+    on held-out scenes with bilinear upsampling: the share whose scene graph parses exactly."""
+    hi = W.WorldConfig(res=2 * wc.res, max_objects=wc.max_objects)
+    clean = ~np.any(
+        np.stack([pool.labels[k] for k in ("unsafe", "low_quality", "ai_generated")]), 0
+    )
+    scenes = [pool.scenes[i] for i in np.flatnonzero(clean)]
+    stage = ctx.stage("upsampler", cfg.upsampler.steps)
+    ucfg = UpsamplerConfig(low_res=wc.res, factor=2)
+    trained = train_upsampler(
+        W.render_batch([scaled(s, 2) for s in scenes], hi),
+        ucfg,
+        cfg.upsampler,
+        generator(ctx.seed, "t2i-upsampler"),
+        ctx=stage,
+    )
+    rng = generator(ctx.seed, "t2i-upsample-eval")
+    test = [P.heldout_scene(rng, wc) for _ in range(cfg.n_upsample)]
+    low = W.render_batch(test, wc)
+    out = {}
+    for name, images in (
+        ("diffusion", upsample(trained.model, low, ctx.seed)),
+        ("bilinear", bilinear(low, 2)),
+    ):
+        seen = W.perceive_batch(images, hi)
+        out[name] = float(
+            np.mean(
+                [
+                    p.to_scene() is not None and W.same_graph(scaled(s, 2), p.to_scene())
+                    for s, p in zip(test, seen)
+                ]
+            )
+        )
+    return {"exact": out, "final_loss": trained.metrics["final_loss"]}
+
+
+def unknown_words(pool: D.Pool, mc) -> dict:
+    """<unk> tokens in each variant's caption candidates (out-of-vocabulary words: the PII and
+    blocklisted words left in `raw`'s captions)."""
+    tok = C.tokenizer(mc)
+    out = {}
+    for v in D.VARIANTS:
+        rows = D.run_pipeline(pool, v).indices
+        texts = [pool.original[i] for i in rows]
+        if v != "short":
+            texts += [c for i in rows for c in pool.synthetic[i]]
+        out[v] = {"captions": len(texts), "unk_tokens": count_unk(tok, texts)}
+    return out
 
 
 def run(ctx) -> dict:
@@ -97,7 +167,12 @@ def run(ctx) -> dict:
     perm = generator(ctx.seed, "t2i-chance").permutation(len(prompts))
     chance = follow_scores([prompts[i] for i in perm], seen)
 
+    extra = {}
+    if cfg.upsampler.steps > 0:
+        extra["upsampler"] = upsampler_check(ctx, cfg, pool, wc)
     return {
+        **extra,
+        "unknown_words": unknown_words(pool, mc),
         "filters": log,
         "rows": {v: len(D.run_pipeline(pool, v)) for v in D.VARIANTS},
         "vae": {
@@ -113,10 +188,19 @@ def run(ctx) -> dict:
     }
 
 
+def _pr(x) -> str:
+    return "n/a" if x is None else f"{float(x):.2f}"
+
+
 def c1(r):
+    """A stage that flagged nothing has no precision (None): it fails."""
     rows = {x["stage"]: x for x in r["filters"] if x["stage"] in DETECTION_STAGES}
-    parts = [f"{s} {x['precision']:.2f}/{x['recall']:.2f}" for s, x in rows.items()]
-    ok = all(x["precision"] >= 0.9 and x["recall"] >= 0.9 for x in rows.values())
+    parts = [f"{s} {_pr(x['precision'])}/{_pr(x['recall'])}" for s, x in rows.items()]
+    ok = all(
+        x[k] is not None and float(x[k]) >= 0.9
+        for x in rows.values()
+        for k in ("precision", "recall")
+    )
     return "precision/recall " + ", ".join(parts), ok
 
 
@@ -126,13 +210,14 @@ def c2(r):
 
 
 def c3(r):
-    f, c = r["follow"]["full"], r["follow"]["chance"]
+    f = {k: float(v) for k, v in r["follow"]["full"].items() if k != "n"}
+    c = {k: float(v) for k, v in r["follow"]["chance"].items() if k != "n"}
     rc, rn = f["colour"] / max(c["colour"], 1e-9), f["count"] / max(c["count"], 1e-9)
     text = (
         f"colour {f['colour']:.2f} vs chance {c['colour']:.2f} ({rc:.1f}x); "
         f"count {f['count']:.2f} vs {c['count']:.2f} ({rn:.1f}x)"
     )
-    return text, rc >= 3 and rn >= 2
+    return text, bool(np.isfinite(rc) and np.isfinite(rn) and rc >= 3 and rn >= 2)
 
 
 def plot(r, ctx) -> None:
@@ -141,8 +226,8 @@ def plot(r, ctx) -> None:
     rows = [x for x in r["filters"] if x["stage"] in DETECTION_STAGES]
     fig, ax = plt.subplots(figsize=(6, 3))
     x = np.arange(len(rows))
-    ax.bar(x - 0.2, [x_["precision"] for x_ in rows], 0.4, label="precision")
-    ax.bar(x + 0.2, [x_["recall"] for x_ in rows], 0.4, label="recall")
+    ax.bar(x - 0.2, [x_["precision"] or 0 for x_ in rows], 0.4, label="precision")
+    ax.bar(x + 0.2, [x_["recall"] or 0 for x_ in rows], 0.4, label="recall")
     ax.set_xticks(x, [x_["stage"] for x_ in rows], rotation=20)
     ax.axhline(0.9, color="k", lw=0.8, ls="--")
     ax.set(ylim=(0, 1.05), title="data filters vs the injected labels (Sec. 2)")
@@ -150,7 +235,13 @@ def plot(r, ctx) -> None:
     ctx.save_figure(fig, "filters")
 
 
-SMOKE = TrainConfig(models=C.smoke_models(), n_recon=8, n_probe=4)
+SMOKE = TrainConfig(
+    models=C.smoke_models(),
+    n_recon=8,
+    n_probe=4,
+    upsampler=UpsamplerTrainConfig(steps=4, batch=4, log_every=2, checkpoint_every=2),
+    n_upsample=4,
+)
 
 register(
     Experiment(
@@ -161,7 +252,13 @@ register(
         presets={
             "smoke": SMOKE,
             "quick": TrainConfig(),
-            "paper": TrainConfig(models=C.paper_models(), n_recon=2000, n_probe=1000),
+            "paper": TrainConfig(
+                models=C.paper_models(),
+                n_recon=2000,
+                n_probe=1000,
+                upsampler=UpsamplerTrainConfig(steps=20_000, batch=64, checkpoint_every=2000),
+                n_upsample=500,
+            ),
         },
         run=run,
         claims=[
@@ -175,6 +272,7 @@ register(
                     for x in r["filters"]
                     if x["stage"] in DETECTION_STAGES
                     for k in ("precision", "recall")
+                    if x[k] is not None
                 },
             ),
             Claim(
