@@ -62,6 +62,7 @@ class ModelsConfig:
     short_steps: int = param(2000, ge=1, help="steps of `short` and `raw` (equal compute)")
     anchor_steps: int = param(2000, ge=1, help="the `full@2k` snapshot (equal-compute anchor)")
     older_steps: int = param(1000, ge=1, help="the `full@1k` snapshot (the older version)")
+    max_objects: int = param(5, ge=1, le=8, help="objects per scene at most (paper preset: 8)")
     guidance: float = param(4.0, ge=0, help="classifier-free guidance w at sampling")
     sample_steps: int = param(20, ge=1, help="DDIM steps at sampling")
 
@@ -97,6 +98,7 @@ def paper_models() -> ModelsConfig:
         short_steps=50_000,
         anchor_steps=50_000,
         older_steps=25_000,
+        max_objects=8,
     )
 
 
@@ -117,7 +119,7 @@ def sources(mc: ModelsConfig) -> dict[str, tuple[str, int, float]]:
 
 
 def world_config(mc: ModelsConfig) -> W.WorldConfig:
-    return W.WorldConfig(res=mc.model.res)
+    return W.WorldConfig(res=mc.model.res, max_objects=mc.max_objects)
 
 
 CACHE_VERSION = 1  # bump when a change to the model or training code changes trained weights
@@ -181,7 +183,9 @@ _MEMO: dict[str, Any] = {}  # per process; forked unit workers inherit it
 
 
 def pool(mc: ModelsConfig, seed: int) -> D.Pool:
-    key = "pool-" + content_key({"data": asdict(mc.data), "res": mc.model.res, "seed": seed})
+    key = "pool-" + content_key(
+        {"data": asdict(mc.data), "wc": asdict(world_config(mc)), "seed": seed}
+    )
     if key not in _MEMO:
         _MEMO[key] = D.cached_pool(mc.data, seed, world_config(mc))
     return _MEMO[key]
@@ -190,7 +194,9 @@ def pool(mc: ModelsConfig, seed: int) -> D.Pool:
 def pool_hash(mc: ModelsConfig, seed: int) -> str:
     import hashlib
 
-    key = "pool-hash-" + content_key({"data": asdict(mc.data), "res": mc.model.res, "seed": seed})
+    key = "pool-hash-" + content_key(
+        {"data": asdict(mc.data), "wc": asdict(world_config(mc)), "seed": seed}
+    )
     if key not in _MEMO:
         _MEMO[key] = hashlib.sha256(pool(mc, seed).fingerprint()).hexdigest()
     return _MEMO[key]

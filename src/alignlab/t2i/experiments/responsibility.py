@@ -264,6 +264,10 @@ def plot(r, ctx) -> None:
 
 register(
     Experiment(
+        # work in progress: `full`'s prompt following falls short of t2i.train's bar at the
+        # quick budget (docs/t2i.md), so the claims that rest on the models' outputs are not
+        # counted yet; `alignlab reproduce --only t2i` runs them
+        wip=True,
         name="t2i.responsibility",
         paper="Imagen Team 2024, Imagen 3 (arXiv 2408.07009), Sec. 4",
         description="violations with and without filters, a multimodal output classifier, "
