@@ -195,7 +195,7 @@ class T2IPipeline:
     def save(self, folder: str | Path) -> Path:
         """Write a plain StableDiffusionPipeline folder, atomically (all of it or nothing)."""
         folder = Path(folder)
-        with atomic_folder(folder) as tmp:
+        with quiet_hf(), atomic_folder(folder) as tmp:
             self.to_diffusers().save_pretrained(tmp, safe_serialization=True)
         return folder
 
