@@ -21,7 +21,6 @@ the same initial noise for every model: comparisons are paired) are cached besid
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -358,11 +357,3 @@ def gallery(
     if not keep.exists():  # the run keeps its galleries: every figure can be recomputed
         save_gallery(keep, images, texts, {"model": name, "set": set_name, "seed": str(seed)})
     return images
-
-
-def write_json(ctx, name: str, obj: Any) -> None:
-    atomic_write_json(Path(ctx.dir) / name, obj)
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True)
