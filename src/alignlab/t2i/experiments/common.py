@@ -86,7 +86,7 @@ def smoke_models() -> ModelsConfig:
 
 
 def paper_models() -> ModelsConfig:
-    """The GPU preset (the issue's scale-up: 64x64, 16x16x4 latents, a ~40M UNet)."""
+    """The GPU preset (docs/t2i.md: 64x64, 16x16x4 latents, a ~40M UNet)."""
     from alignlab.t2i.model import PRESETS as MODEL_PRESETS
 
     return ModelsConfig(
