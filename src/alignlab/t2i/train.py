@@ -144,12 +144,31 @@ class _Progress:
             self.window, self.n, self.t0, self.timed = {}, 0, now, 0
 
 
-def _resume(ctx: Context | None, **training):
-    ckpt = ctx.checkpoint.load() if ctx is not None and ctx.resume else None
-    if ckpt is not None:
-        ckpt.restore(**training)
-        ctx.log(f"resuming at step {ckpt.step}")
-    return ckpt
+class _Training:
+    """A checkpointed loop's bookkeeping: its progress, the resume from ctx's checkpoint (when
+    ctx.resume) and saving `training` (modules, optimizers, generators) in one key scheme."""
+
+    def __init__(self, ctx: Context | None, log_every: int, **training):
+        self.ctx, self.training = ctx, training
+        self.prog = _Progress(ctx, log_every)
+        self.ckpt = ctx.checkpoint.load() if ctx is not None and ctx.resume else None
+        self.start = 0
+        if self.ckpt is not None:
+            self.ckpt.restore(**training)
+            ctx.log(f"resuming at step {self.ckpt.step}")
+            self.start = self.ckpt.step
+            self.prog.load(self.ckpt.state["progress"])
+
+    def save(self, step: int, tensors: dict | None = None, **state: Any) -> None:
+        if self.ctx is not None:
+            state = {"progress": self.prog.state(), **state}
+            self.ctx.checkpoint.save(step, tensors, state, **self.training)
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "loss_curve": list(self.prog.curve),
+            "final_loss": self.prog.curve[-1][1] if self.prog.curve else float("nan"),
+        }
 
 
 def _bar(ctx: Context | None, total: int, what: str, start: int):
@@ -199,22 +218,15 @@ def train_vae(
     vae = build_vae(mcfg, seed=init_seed).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     gen = _torch_generator(noise_seed)
-    training = dict(
-        modules={"vae": vae}, optimizers={"adamw": opt}, generators={"rng": rng, "noise": gen}
+    run = _Training(
+        ctx,
+        tcfg.log_every,
+        modules={"vae": vae},
+        optimizers={"adamw": opt},
+        generators={"rng": rng, "noise": gen},
     )
-    prog = _Progress(ctx, tcfg.log_every)
-    start = 0
-    ckpt = _resume(ctx, **training)
-    if ckpt is not None:
-        start = ckpt.step
-        prog.load(ckpt.state["progress"])
-
-    def save(step: int) -> None:
-        if ctx is not None:
-            ctx.checkpoint.save(step, state={"progress": prog.state()}, **training)
-
-    with _bar(ctx, tcfg.steps, "vae", start) as bar:
-        for step in range(start, tcfg.steps):
+    with _bar(ctx, tcfg.steps, "vae", run.start) as bar:
+        for step in range(run.start, tcfg.steps):
             rows = rng.integers(0, len(images), size=tcfg.batch)
             x = images_to_tensor(images[rows])
             loss, parts = vae_loss(vae, x, tcfg.kl, gen)
@@ -222,22 +234,17 @@ def train_vae(
             opt.step()
             opt.zero_grad(set_to_none=True)
             done = step + 1
-            prog.add(done, done == tcfg.steps, **parts)
+            run.prog.add(done, done == tcfg.steps, **parts)
             bar.advance(1)
             if tcfg.checkpoint_every and done % tcfg.checkpoint_every == 0 and done < tcfg.steps:
-                save(done)
-    if start < tcfg.steps:
-        save(tcfg.steps)
+                run.save(done)
+    if run.start < tcfg.steps:
+        run.save(tcfg.steps)
     vae.eval().requires_grad_(False)
     vae.register_to_config(scaling_factor=1.0)
     std = latent_std(encode_images(vae, images, tcfg.encode_batch))
     vae.register_to_config(scaling_factor=1.0 / std)
-    metrics = {
-        "loss_curve": prog.curve,
-        "final_loss": prog.curve[-1][1] if prog.curve else float("nan"),
-        "latent_std": std,
-    }
-    return TrainedVAE(vae, 1.0 / std, metrics)
+    return TrainedVAE(vae, 1.0 / std, {**run.metrics(), "latent_std": std})
 
 
 def encode_images(vae, images: np.ndarray, batch: int = 256):
@@ -359,24 +366,18 @@ def train_unet(
         optimizers={"adamw": opt},
         generators={"rng": rng, "noise": gen},
     )
-    prog = _Progress(ctx, tcfg.log_every)
-    start = 0
-    ckpt = _resume(ctx, **training)
-    if ckpt is not None:
-        start = ckpt.step
-        prog.load(ckpt.state["progress"])
+    run = _Training(ctx, tcfg.log_every, **training)
+    if run.ckpt is not None:
         for i, s in enumerate(ema.shadow_params):
-            s.copy_(ckpt.tensors[f"ema.{i}"])
-        ema.optimization_step = int(ckpt.state["ema_step"])
+            s.copy_(run.ckpt.tensors[f"ema.{i}"])
+        ema.optimization_step = int(run.ckpt.state["ema_step"])
 
     def save(step: int) -> None:
-        if ctx is not None:
-            shadow = {f"ema.{i}": s for i, s in enumerate(ema.shadow_params)}
-            state = {"progress": prog.state(), "ema_step": int(ema.optimization_step)}
-            ctx.checkpoint.save(step, shadow, state, **training)
+        shadow = {f"ema.{i}": s for i, s in enumerate(ema.shadow_params)}
+        run.save(step, shadow, ema_step=int(ema.optimization_step))
 
-    with _bar(ctx, tcfg.steps, "unet", start) as bar:
-        for step in range(start, tcfg.steps):
+    with _bar(ctx, tcfg.steps, "unet", run.start) as bar:
+        for step in range(run.start, tcfg.steps):
             rows = rng.choice(len(latents), size=tcfg.batch, p=p)
             texts = list(captions(rows, rng))
             if len(texts) != len(rows):
@@ -394,22 +395,15 @@ def train_unet(
             opt.zero_grad(set_to_none=True)
             ema.step(params)
             done = step + 1
-            prog.add(done, done == tcfg.steps, loss=float(loss.detach()))
+            run.prog.add(done, done == tcfg.steps, loss=float(loss.detach()))
             bar.advance(1)
             if on_snapshot is not None and done in snapshots:
-                on_snapshot(done, *ema_copies(unet, text_encoder, ema), _metrics(prog))
+                on_snapshot(done, *ema_copies(unet, text_encoder, ema), run.metrics())
             if tcfg.checkpoint_every and done % tcfg.checkpoint_every == 0 and done < tcfg.steps:
                 save(done)
-    if start < tcfg.steps:
+    if run.start < tcfg.steps:
         save(tcfg.steps)
-    return TrainedT2I(*ema_copies(unet, text_encoder, ema), _metrics(prog))
-
-
-def _metrics(prog: _Progress) -> dict[str, Any]:
-    return {
-        "loss_curve": list(prog.curve),
-        "final_loss": prog.curve[-1][1] if prog.curve else float("nan"),
-    }
+    return TrainedT2I(*ema_copies(unet, text_encoder, ema), run.metrics())
 
 
 def ema_copies(unet, text_encoder, ema) -> tuple[Any, Any]:

@@ -21,7 +21,7 @@ from alignlab.core.config import ConfigError, param
 from alignlab.core.context import Context, require_context
 from alignlab.core.seeding import torch_generator
 from alignlab.t2i.model import images_to_tensor, tensor_to_uint8
-from alignlab.t2i.train import _bar, _init_seeds, _Progress, _resume, _torch_generator
+from alignlab.t2i.train import _bar, _init_seeds, _torch_generator, _Training
 
 PIXEL_SCHEDULE = dict(
     num_train_timesteps=1000,
@@ -145,24 +145,15 @@ def train_upsampler(
     sched = DDPMScheduler(**PIXEL_SCHEDULE)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr)
     gen = _torch_generator(noise_seed)
-    training = dict(
+    run = _Training(
+        ctx,
+        tcfg.log_every,
         modules={"upsampler": model},
         optimizers={"adamw": opt},
         generators={"rng": rng, "noise": gen},
     )
-    prog = _Progress(ctx, tcfg.log_every)
-    start = 0
-    ckpt = _resume(ctx, **training)
-    if ckpt is not None:
-        start = ckpt.step
-        prog.load(ckpt.state["progress"])
-
-    def save(step: int) -> None:
-        if ctx is not None:
-            ctx.checkpoint.save(step, state={"progress": prog.state()}, **training)
-
-    with _bar(ctx, tcfg.steps, "upsampler", start) as bar:
-        for step in range(start, tcfg.steps):
+    with _bar(ctx, tcfg.steps, "upsampler", run.start) as bar:
+        for step in range(run.start, tcfg.steps):
             rows = rng.integers(0, len(high_images), size=tcfg.batch)
             x = images_to_tensor(high_images[rows])
             cond = condition(downsample(x, cfg.factor), cfg.factor)
@@ -174,18 +165,14 @@ def train_upsampler(
             opt.step()
             opt.zero_grad(set_to_none=True)
             done = step + 1
-            prog.add(done, done == tcfg.steps, loss=float(loss.detach()))
+            run.prog.add(done, done == tcfg.steps, loss=float(loss.detach()))
             bar.advance(1)
             if tcfg.checkpoint_every and done % tcfg.checkpoint_every == 0 and done < tcfg.steps:
-                save(done)
-    if start < tcfg.steps:
-        save(tcfg.steps)
+                run.save(done)
+    if run.start < tcfg.steps:
+        run.save(tcfg.steps)
     model.eval().requires_grad_(False)
-    metrics = {
-        "loss_curve": prog.curve,
-        "final_loss": prog.curve[-1][1] if prog.curve else float("nan"),
-    }
-    return TrainedUpsampler(model, metrics)
+    return TrainedUpsampler(model, run.metrics())
 
 
 def upsample(
