@@ -705,15 +705,49 @@ def _vocab() -> tuple[str, ...]:
 # CLIP-like dual encoder
 
 
-class ClipEvaluator:
-    """A trained CLIP-like dual encoder (SIMULATED CLIPScore, Imagen 3 Sec. 3.2.1)."""
+class _Evaluator:
+    """What the trained evaluators share: the network, its vocabulary, config and info, and
+    saving / loading as `evaluator.json` + `model.safetensors` tagged with the `kind`."""
 
-    def __init__(self, net: DualEncoder, codec: WordCodec, config: ClipConfig, info: dict):
+    kind = ""
+    config_type: type = object
+
+    def __init__(self, net: nn.Module, codec: WordCodec, config: Any, info: dict):
         self.net, self.codec, self.config, self.info = net.eval(), codec, config, info
 
     @property
     def metrics(self) -> dict:
         return self.info["metrics"]
+
+    @classmethod
+    def build_net(cls, n_words: int, cfg: Any) -> nn.Module:
+        raise NotImplementedError
+
+    def save(self, folder: str | Path) -> None:
+        _save(Path(folder), self.net, {**self.info, "kind": self.kind, "vocab": self.codec.vocab})
+
+    @classmethod
+    def load(cls, folder: str | Path):
+        info, tensors = _load(folder)
+        if info.get("kind") != cls.kind:
+            raise AlignlabError(
+                f"{folder} holds a {info.get('kind')!r} evaluator, not {cls.kind!r}"
+            )
+        cfg = _config_from(cls.config_type, info["config"])
+        codec = WordCodec(info["vocab"])
+        net = cls.build_net(len(codec), cfg)
+        net.load_state_dict(tensors)
+        return cls(net, codec, cfg, {k: v for k, v in info.items() if k not in ("vocab", "kind")})
+
+
+class ClipEvaluator(_Evaluator):
+    """A trained CLIP-like dual encoder (SIMULATED CLIPScore, Imagen 3 Sec. 3.2.1)."""
+
+    kind, config_type = "clip", ClipConfig
+
+    @classmethod
+    def build_net(cls, n_words: int, cfg: ClipConfig) -> nn.Module:
+        return DualEncoder(n_words, cfg.channels, cfg.width, cfg.embed)
 
     @torch.no_grad()
     def _image_embed(self, images: np.ndarray) -> torch.Tensor:
@@ -736,20 +770,6 @@ class ClipEvaluator:
         _check_lengths(images, prompts)
         cos = (self._image_embed(images) * self._text_embed(prompts)).sum(1)
         return (100.0 * cos.clamp_min(0.0)).double().numpy()
-
-    def save(self, folder: str | Path) -> None:
-        _save(Path(folder), self.net, {**self.info, "kind": "clip", "vocab": self.codec.vocab})
-
-    @classmethod
-    def load(cls, folder: str | Path) -> ClipEvaluator:
-        info, tensors = _load(folder)
-        if info.get("kind") != "clip":
-            raise AlignlabError(f"{folder} holds a {info.get('kind')!r} evaluator, not 'clip'")
-        cfg = _config_from(ClipConfig, info["config"])
-        codec = WordCodec(info["vocab"])
-        net = DualEncoder(len(codec), cfg.channels, cfg.width, cfg.embed)
-        net.load_state_dict(tensors)
-        return cls(net, codec, cfg, {k: v for k, v in info.items() if k not in ("vocab", "kind")})
 
 
 def _config_from(cls: type, data: dict) -> Any:
@@ -823,16 +843,15 @@ def train_clip(cfg: ClipConfig | None = None, wc: Any = None, log=None) -> ClipE
 # VQA model, VQAScore and Gecko
 
 
-class VQAEvaluator:
+class VQAEvaluator(_Evaluator):
     """A trained P(yes | image, question) model (SIMULATED VQA backbone of Gecko / VQAScore,
     Imagen 3 Sec. 3.2.1, App. C.1)."""
 
-    def __init__(self, net: QueryVQA, codec: WordCodec, config: VQAConfig, info: dict):
-        self.net, self.codec, self.config, self.info = net.eval(), codec, config, info
+    kind, config_type = "vqa", VQAConfig
 
-    @property
-    def metrics(self) -> dict:
-        return self.info["metrics"]
+    @classmethod
+    def build_net(cls, n_words: int, cfg: VQAConfig) -> nn.Module:
+        return QueryVQA(n_words, cfg.channels, cfg.width, cfg.blocks, cfg.slots)
 
     @torch.no_grad()
     def vqa(self, images: np.ndarray, questions: Sequence[str]) -> np.ndarray:
@@ -867,20 +886,6 @@ class VQAEvaluator:
             counts = np.bincount(rows, minlength=len(prompts))
             out = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
         return out
-
-    def save(self, folder: str | Path) -> None:
-        _save(Path(folder), self.net, {**self.info, "kind": "vqa", "vocab": self.codec.vocab})
-
-    @classmethod
-    def load(cls, folder: str | Path) -> VQAEvaluator:
-        info, tensors = _load(folder)
-        if info.get("kind") != "vqa":
-            raise AlignlabError(f"{folder} holds a {info.get('kind')!r} evaluator, not 'vqa'")
-        cfg = _config_from(VQAConfig, info["config"])
-        codec = WordCodec(info["vocab"])
-        net = QueryVQA(len(codec), cfg.channels, cfg.width, cfg.blocks, cfg.slots)
-        net.load_state_dict(tensors)
-        return cls(net, codec, cfg, {k: v for k, v in info.items() if k not in ("vocab", "kind")})
 
 
 def vqa_examples(
