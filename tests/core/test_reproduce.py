@@ -176,3 +176,27 @@ def test_a_figure_that_crashes_fails_its_claim():
     claim = Claim("c", "s", lambda r: (1.0, True), figure=lambda r: r["missing"])
     entry = claim.evaluate({})
     assert entry["holds"] is False and "KeyError" in entry["detail"]
+
+
+def test_a_failing_preflight_is_one_error_before_any_write_and_reproduce_names_it(
+    tmp_path, toys, monkeypatch
+):
+    import dataclasses
+
+    from alignlab.core.errors import AlignlabError
+    from alignlab.core.reproduce import NEEDS_REASON, plan
+    from alignlab.core.run import RunSpec, execute
+
+    def needs_endpoint(cfg):
+        raise AlignlabError("set TOY_ENDPOINT")
+
+    gated = dataclasses.replace(toys.SEEDED, preflight=needs_endpoint)
+    monkeypatch.setitem(registry._REGISTRY, "toy.seeded", gated)
+    out = tmp_path / "run"
+    with pytest.raises(AlignlabError, match="set TOY_ENDPOINT"):
+        execute(RunSpec("toy.seeded", preset="smoke", out=str(out), quiet=True))
+    assert not out.exists()
+    p = plan(None, "smoke", [0], tmp_path)
+    assert [e.name for e in p.experiments] == ["toy.regression"]
+    (left,) = [x for x in p.left_out if x.experiment == "toy.seeded"]
+    assert left.reason == f"{NEEDS_REASON}: set TOY_ENDPOINT"

@@ -54,6 +54,10 @@ class Experiment:
     #: work in progress: its claims do not reproduce yet, so `alignlab reproduce` leaves it
     #: out unless `--only` names its system; `alignlab list` marks it
     wip: bool = False
+    #: checks what the run needs from outside the project (e.g. endpoint variables) and
+    #: raises one AlignlabError naming it; called before anything is written, and by
+    #: `alignlab reproduce`, which leaves out (and names) an experiment whose check fails
+    preflight: Callable[[Any], None] | None = None
 
     def __post_init__(self):
         if "." not in self.name:

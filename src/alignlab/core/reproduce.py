@@ -27,6 +27,7 @@ from alignlab.core.run import RunOutcome, RunSpec, execute
 from alignlab.core.sweep import BACKENDS, run_local, run_ray
 
 WIP_REASON = "work in progress: its claims do not reproduce yet"
+NEEDS_REASON = "its requirements are not met"
 
 
 def run_dir(out: Path, preset: str, seed: int, experiment: str) -> Path:
@@ -64,7 +65,16 @@ def plan(only: list[str] | None, preset: str, seeds: list[int], out: Path) -> Pl
         for e in every
         if e not in exps
     ]
-    return Plan(exps, left_out)
+    runnable = []
+    for e in exps:  # an outside requirement missing (e.g. endpoints): left out, and why
+        try:
+            if e.preflight is not None:
+                e.preflight(e.preset(preset))
+        except AlignlabError as err:
+            left_out.append(LeftOut(e.name, f"{NEEDS_REASON}: {err}", run_dir(out, preset, seeds[0], e.name)))
+            continue
+        runnable.append(e)
+    return Plan(runnable, left_out)
 
 
 @dataclass

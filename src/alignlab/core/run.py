@@ -202,6 +202,8 @@ def execute(spec: RunSpec) -> RunOutcome:
         importlib.import_module(spec.module)
     exp = registry.get(spec.experiment)
     cfg = resolve_config(exp, spec.preset, spec.overrides)  # bad input fails before any write
+    if exp.preflight is not None:
+        exp.preflight(cfg)  # so does a missing outside requirement
     if not isinstance(spec.seed, int) or spec.seed < 0:
         raise AlignlabError(f"--seed must be a non-negative integer, got {spec.seed!r}.")
     check_count("threads", spec.threads)

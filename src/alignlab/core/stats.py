@@ -1,4 +1,5 @@
-"""Statistics across seeds: means with Student-t 95% confidence intervals.
+"""Statistics across seeds: means with Student-t 95% confidence intervals, and Wilson score
+intervals for success rates.
 
 One seed gives a mean but no interval: the half-width is NaN (written "nan" in JSON), and a
 comparison of intervals with a NaN half-width never holds, so a claim that needs separation
@@ -8,6 +9,7 @@ across seeds cannot pass on one seed by accident.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,3 +50,46 @@ def seed_summary(values: Sequence[float]) -> dict[str, object]:
     """{"values", "mean", "ci95"} of one figure measured on several seeds."""
     mean, half = mean_ci95(values)
     return {"values": [float(v) for v in values], "mean": mean, "ci95": half}
+
+
+def wilson_ci(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval (Wilson 1927, "Probable inference, the law of succession, and
+    statistical inference", JASA 22(158)) for a success probability, from `successes` of `n`
+    trials, without continuity correction.
+
+    With p = k/n and z the normal quantile of (1 + confidence)/2, the interval is
+    (2np + z^2 -+ z sqrt(4np(1-p) + z^2)) / (2(n + z^2)), in Newcombe's (1998) form, as scipy's
+    `binomtest(k, n).proportion_ci(method="wilson")` computes it. Unlike the normal
+    approximation it stays inside [0, 1] and does not collapse to a point at k = 0 or k = n:
+    the lower end is exactly 0 when k = 0 and the upper end exactly 1 when k = n. With no
+    trials (n = 0) nothing is known: (0.0, 1.0).
+    """
+    for name, value in (("successes", successes), ("n", n)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"wilson_ci: {name} must be an integer, got {value!r}")
+    k, n = int(successes), int(n)
+    if n < 0:
+        raise ValueError(f"wilson_ci: n must be >= 0 trials, got {n}")
+    if not 0 <= k <= n:
+        raise ValueError(f"wilson_ci: successes must be in 0..n = 0..{n}, got {k}")
+    if (
+        isinstance(confidence, bool)
+        or not isinstance(confidence, numbers.Real)
+        or not 0 < confidence < 1
+    ):
+        raise ValueError(
+            f"wilson_ci: confidence must be a number strictly between 0 and 1 (e.g. 0.95), "
+            f"got {confidence!r}"
+        )
+    if n == 0:
+        return 0.0, 1.0
+    from scipy.special import ndtri
+
+    z = float(ndtri(0.5 + 0.5 * float(confidence)))
+    p = k / n
+    denom = 2 * (n + z**2)
+    center = (2 * n * p + z**2) / denom
+    delta = z / denom * math.sqrt(4 * n * p * (1 - p) + z**2)
+    lo = 0.0 if k == 0 else max(0.0, center - delta)
+    hi = 1.0 if k == n else min(1.0, center + delta)
+    return lo, hi
