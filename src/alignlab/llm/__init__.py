@@ -1,7 +1,8 @@
 """Chat-model plumbing shared by the systems that talk to language models.
 
 One protocol, `ChatModel` (`chat` for replies, `top_logprobs` for the first token's
-distribution), with two backends: `LocalChatModel` for the Gemma 2 models trained here and
+distribution), with three backends: `LocalChatModel` for the Gemma 2 models trained here,
+`HFLocal` for any causal LM in a local Hugging Face folder (through transformers), and
 `OpenAICompatible` for any OpenAI-compatible endpoint. `rate` turns a rater's first-token
 logprobs into an expected score, as the feedback-gaming repo does; `serve` puts any ChatModel
 behind a real OpenAI-compatible HTTP server. See docs/llm.md.
@@ -22,6 +23,7 @@ from alignlab.llm.formats import (
     check_messages,
     fold_system,
 )
+from alignlab.llm.hf_local import HFLocal, save_chat_tokenizer
 from alignlab.llm.local import LocalChatModel
 from alignlab.llm.openai_backend import OpenAICompatible
 from alignlab.llm.server import LoopbackServer, serve
@@ -30,6 +32,7 @@ __all__ = [
     "ChatFormat",
     "ChatModel",
     "GemmaFormat",
+    "HFLocal",
     "LocalChatModel",
     "LoopbackServer",
     "Message",
@@ -40,5 +43,6 @@ __all__ = [
     "expected_score",
     "fold_system",
     "rate",
+    "save_chat_tokenizer",
     "serve",
 ]

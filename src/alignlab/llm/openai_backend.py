@@ -7,14 +7,19 @@ logprobs=True` for ratings); this does the same with the official `openai` packa
 (`pip install 'alignlab[llm]'`), one instance per role (agent, user, rater, veto, judge, ...).
 
 Settings come from the arguments, else from the environment: `OPENAI_BASE_URL` (default
-https://api.openai.com/v1) and `OPENAI_API_KEY`. The key is never logged nor shown in a repr
-or an error message.
+https://api.openai.com/v1) and `OPENAI_API_KEY`. `OpenAICompatible.from_env(role)` reads a
+whole role from the environment instead (`ALIGNLAB_{ROLE}_MODEL`, `_BASE_URL`, `_API_KEY`,
+falling back to `OPENAI_MODEL`, `OPENAI_BASE_URL`, `OPENAI_API_KEY`), as the model-combination
+experiments (Jones, Dragan & Steinhardt 2024) need a frontier and a weak model, possibly at
+two endpoints; `preflight()` checks an endpoint with one one-token request before a long run.
+The key is never logged nor shown in a repr or an error message.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit, urlunsplit
@@ -33,6 +38,29 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 NO_KEY = "EMPTY"  # sent to servers that need no key (vLLM's convention)
+ENV_FIELDS = ("MODEL", "BASE_URL", "API_KEY")  # ALIGNLAB_{ROLE}_{FIELD}, else OPENAI_{FIELD}
+PREFLIGHT_MESSAGES = [{"role": "user", "content": "Hi"}]
+
+
+def env_names(role: str) -> dict[str, tuple[str, str]]:
+    """Per field (MODEL, BASE_URL, API_KEY), the role's variable and its OPENAI_ fallback:
+    role "frontier" reads ALIGNLAB_FRONTIER_MODEL, else OPENAI_MODEL, and so on."""
+    stem = re.sub(r"[^A-Z0-9]+", "_", role.upper()).strip("_")
+    if not stem:
+        raise AlignlabError(
+            f"role must contain letters or digits (it names ALIGNLAB_{{ROLE}}_MODEL), got {role!r}"
+        )
+    prefix = f"ALIGNLAB_{stem}_"
+    return {field: (prefix + field, "OPENAI_" + field) for field in ENV_FIELDS}
+
+
+def from_environment(names: tuple[str, str]) -> tuple[str | None, str | None]:
+    """(value, variable) of the first of `names` set to a non-empty value, else (None, None)."""
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value, name
+    return None, None
 
 
 def import_openai():
@@ -108,11 +136,61 @@ class OpenAICompatible:
         self.role = role
         self.base_url = url.rstrip("/")
         self.max_workers = max_workers
+        # where the URL and the key came from, for error messages (from_env names its variables)
+        self._url_hint = "base_url or OPENAI_BASE_URL"
+        self._key_hint = "api_key or OPENAI_API_KEY"
         self._openai = openai
         self._client = openai.OpenAI(
             api_key=key, base_url=self.base_url, timeout=timeout, max_retries=max_retries
         )
         log.debug("%s model %s at %s", role, model, safe_url(self.base_url))
+
+    @classmethod
+    def from_env(cls, role: str, **kwargs) -> OpenAICompatible:
+        """The `role`'s model from the environment: `ALIGNLAB_{ROLE}_MODEL`,
+        `ALIGNLAB_{ROLE}_BASE_URL` and `ALIGNLAB_{ROLE}_API_KEY` (ROLE upper-cased, e.g.
+        FRONTIER, WEAK), each falling back to `OPENAI_MODEL`, `OPENAI_BASE_URL` and
+        `OPENAI_API_KEY`. Keyword arguments go to the constructor (`timeout`, `max_retries`,
+        `max_workers`, default 8 here); a `model`, `base_url` or `api_key` given there wins
+        over the environment.
+
+        Without a model name, or with neither a base URL nor a key, this is one
+        `AlignlabError` naming the variables to set. The key is never shown.
+        """
+        if not isinstance(role, str) or not role.strip():
+            raise AlignlabError(f"role must be a non-empty name such as 'frontier', got {role!r}")
+        names = env_names(role)
+        values = {}
+        for field, arg in zip(ENV_FIELDS, ("model", "base_url", "api_key")):
+            given = kwargs.pop(arg, None)
+            values[field] = (given, arg) if given else from_environment(names[field])
+        missing = []
+        if not values["MODEL"][0]:
+            missing.append("MODEL")
+        if not values["BASE_URL"][0] and not values["API_KEY"][0]:
+            missing.append("BASE_URL")
+        if missing:
+            own = " and ".join(names[f][0] for f in missing)
+            fallback = " / ".join(names[f][1] for f in missing)
+            message = f"{role} model: set {own} (or {fallback})"
+            if "BASE_URL" in missing:
+                message += (
+                    f"; for OpenAI's own API set {names['API_KEY'][0]} (or OPENAI_API_KEY) "
+                    "instead of a base URL"
+                )
+            raise AlignlabError(message)
+        kwargs.setdefault("max_workers", 8)
+        model = cls(
+            values["MODEL"][0],
+            base_url=values["BASE_URL"][0],
+            api_key=values["API_KEY"][0],
+            role=role,
+            **kwargs,
+        )
+        url_var, key_var = values["BASE_URL"][1], values["API_KEY"][1]
+        model._url_hint = url_var or " or ".join(names["BASE_URL"])
+        model._key_hint = key_var or " or ".join(names["API_KEY"])
+        return model
 
     def __repr__(self) -> str:
         return (
@@ -152,14 +230,14 @@ class OpenAICompatible:
             reason = self._scrub(str(e.__cause__ or e))
             raise AlignlabError(
                 f"{self._where()}: cannot reach the endpoint ({reason}); is the server "
-                f"running? check base_url or OPENAI_BASE_URL"
+                f"running? check {self._url_hint}"
             ) from None
         except openai.APIStatusError as e:
             status = e.status_code
             if status in (401, 403):
                 raise AlignlabError(
                     f"{self._where()}: the endpoint rejected the API key (HTTP {status}); "
-                    f"check api_key or OPENAI_API_KEY"
+                    f"check {self._key_hint}"
                 ) from None
             detail = self._scrub(_message(e))
             if status == 404:
@@ -173,6 +251,21 @@ class OpenAICompatible:
                     f"{self._where()}: not found (HTTP 404: {detail}).{hint}"
                 ) from None
             raise AlignlabError(f"{self._where()}: HTTP {status}: {detail}") from None
+        except openai.OpenAIError as e:  # e.g. a response that is not the API's JSON
+            reason = self._scrub(str(e))
+            raise AlignlabError(f"{self._where()}: {type(e).__name__}: {reason}") from None
+
+    def preflight(self) -> None:
+        """One tiny request (one token, temperature 0) to check the endpoint before a run.
+
+        An unreachable endpoint, a rejected key (HTTP 401/403), an unknown model (HTTP 404,
+        with the endpoint's model names when it lists them) or any other failure is one
+        `AlignlabError` naming the role, the model and the base URL.
+        """
+        response = self._create(messages=PREFLIGHT_MESSAGES, max_tokens=1, temperature=0)
+        if not getattr(response, "choices", None):
+            raise AlignlabError(f"{self._where()}: the endpoint answered with no choices")
+        log.debug("preflight of %s passed", self._where())
 
     def _map(self, fn, items: list) -> list:
         if len(items) <= 1 or self.max_workers == 1:
