@@ -154,7 +154,9 @@ def plot(r, ctx) -> None:
                 )
         ax.set_xticks(range(len(r["weaks"])), r["weaks"])
         ax.set_yticks(range(len(r["frontiers"])), r["frontiers"])
-        ax.set(xlabel="weak model", ylabel="frontier", title=f"{what} success")
+        ax.grid(False)
+        ax.set(xlabel="weak model", title=f"{what} success")
+    axes[0].set_ylabel("frontier")
     fig.colorbar(im, ax=axes, shrink=0.8)
     ctx.save_figure(fig, "grid")
 
