@@ -150,3 +150,16 @@ def test_preflight_names_an_unreachable_endpoint(monkeypatch):
     assert "frontier model 'echo'" in message and url in message and "cannot reach" in message
     assert "ALIGNLAB_FRONTIER_BASE_URL" in message
     assert KEY not in message
+
+
+def test_a_roles_own_server_is_not_sent_the_openai_key(monkeypatch, clean_env):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-meant-for-openai")
+    monkeypatch.setenv("ALIGNLAB_WEAK_MODEL", "llama")
+    monkeypatch.setenv("ALIGNLAB_WEAK_BASE_URL", "http://127.0.0.1:9/v1")
+    weak = OpenAICompatible.from_env("weak")
+    assert weak._client.api_key == "EMPTY"
+    monkeypatch.setenv("ALIGNLAB_WEAK_API_KEY", "own-key")
+    assert OpenAICompatible.from_env("weak")._client.api_key == "own-key"
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("OPENAI_MODEL", "m")  # the OPENAI_ pair still goes together
+    assert OpenAICompatible.from_env("frontier")._client.api_key == "sk-meant-for-openai"

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import time
 
 import pytest
 
@@ -30,13 +31,76 @@ def test_errors_reach_stderr():
     assert r.returncode == 1 and "SyntaxError" in r.stderr
 
 
-def test_timeout_kills_the_process_group():
-    code = "import os\nprint(os.getpgrp(), flush=True)\nwhile True:\n    pass"
-    r = run_python(code, timeout=1.5, limits=SandboxLimits(cpu_s=30))
-    assert r.timed_out and r.returncode == -signal.SIGKILL
-    pgid = int(r.stdout.split()[0])
-    with pytest.raises(ProcessLookupError):
-        os.killpg(pgid, 0)
+# The child forks through libc (ctypes raises no audit event, unlike `os.fork`): its own child
+# stays in the process group and outlives a kill of the child alone.
+FORKING = """
+import ctypes, os, time
+print(os.getpgrp(), flush=True)
+if ctypes.CDLL(None).fork() == 0:
+    os.write(1, f"{os.getpid()}\\n".encode())
+while True:
+    time.sleep(0.05)
+"""
+
+
+def _state(pid: int) -> str | None:
+    """The state letter of a process ("Z": a zombie, as good as dead), None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def _group(pgid: int) -> list[int]:
+    """The live (not zombie) processes of a process group."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state, _, group = f.read().rsplit(")", 1)[1].split()[:3]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(group) == pgid and state != "Z":
+            found.append(int(pid))
+    return found
+
+
+def _settled(pgid: int, grace: float = 2.0) -> list[int]:
+    """The group's live processes once they had `grace` seconds to die."""
+    deadline = time.monotonic() + grace
+    while _group(pgid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return _group(pgid)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def test_timeout_kills_the_process_group(monkeypatch):
+    limits = SandboxLimits(cpu_s=30)
+    # Killing the child alone leaves its own child running, so what follows tests the group.
+    monkeypatch.setattr(sandbox, "_kill_group", lambda pid: os.kill(pid, signal.SIGKILL))
+    r = run_python(FORKING, timeout=1.0, limits=limits)
+    pgid, grandchild = map(int, r.stdout.split())
+    try:
+        assert r.timed_out and grandchild != pgid
+        assert _state(grandchild) not in (None, "Z") and _group(pgid) == [grandchild]
+    finally:
+        _kill(grandchild)
+    monkeypatch.undo()
+
+    r = run_python(FORKING, timeout=1.0, limits=limits)
+    pgid, grandchild = map(int, r.stdout.split())
+    try:
+        assert r.timed_out and r.returncode == -signal.SIGKILL and grandchild != pgid
+        assert _settled(pgid) == [] and _state(grandchild) in (None, "Z")
+    finally:
+        _kill(grandchild)
 
 
 def test_cpu_limit():
@@ -67,6 +131,8 @@ for action in (
     lambda: os.open({str(stray)!r}, os.O_WRONLY | os.O_CREAT),
     lambda: os.remove({str(keep)!r}),
     lambda: os.rename({str(keep)!r}, "taken.txt"),
+    lambda: os.setxattr({str(keep)!r}, "user.alignlab", b"x"),
+    lambda: os.removexattr({str(keep)!r}, "user.alignlab"),
 ):
     try:
         action()
@@ -81,14 +147,15 @@ print(open("sub/moved.txt").read(), open(os.__file__).read(10) != "")
 """
     r = run_python(code)
     assert r.ok, r.stderr
-    assert r.stdout.split() == ["blocked"] * 4 + ["fine", "True"]
+    assert r.stdout.split() == ["blocked"] * 6 + ["fine", "True"]
     assert not stray.exists() and keep.read_text() == "keep me"
     assert f"open {stray}" in r.blocked and f"os.remove {keep}" in r.blocked
+    assert f"os.setxattr {keep}" in r.blocked and f"os.removexattr {keep}" in r.blocked
 
 
 def test_network_and_processes_are_blocked():
     code = """
-import os, socket, subprocess
+import os, socket, subprocess, sys, _posixsubprocess
 for action in (
     lambda: socket.create_connection(("127.0.0.1", 9), timeout=1),
     lambda: subprocess.run(["true"]),
@@ -96,6 +163,8 @@ for action in (
     lambda: os.fork(),
     lambda: os.execv("/bin/true", ["true"]),
     lambda: os.posix_spawn("/bin/true", ["true"], {}),
+    lambda: _posixsubprocess.fork_exec([b"true"], [b"/bin/true"]),
+    lambda: (sys.modules.pop("_posixsubprocess"), __import__("_posixsubprocess")),
 ):
     try:
         action()
@@ -105,10 +174,109 @@ for action in (
 """
     r = run_python(code)
     assert r.ok, r.stderr
-    assert r.stdout.split() == ["blocked"] * 6
+    assert r.stdout.split() == ["blocked"] * 8
     names = {b.split()[0] for b in r.blocked}
     assert {"subprocess.Popen", "os.system", "os.fork", "os.exec", "os.posix_spawn"} <= names
+    assert {"_posixsubprocess.fork_exec", "import"} <= names
     assert any(n.startswith("socket.") for n in names)
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_multiprocessing_cannot_start_an_interpreter(tmp_path, method):
+    # These start methods run a fresh interpreter (without the audit hook) through
+    # `_posixsubprocess.fork_exec`, which raises no audit event of its own.
+    stray = tmp_path / "escaped.txt"
+    code = f"""
+import multiprocessing, os
+
+def write(path):
+    with open(path, "w") as f:
+        f.write("escaped")
+
+def others():  # the other live processes with this one's getsid()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with open(f"/proc/{{pid}}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        if int(pid) != os.getpid() and int(fields[3]) == os.getsid(0) and fields[0] != "Z":
+            found.append(pid)
+    return found
+
+if __name__ == "__main__":
+    p = multiprocessing.get_context({method!r}).Process(target=write, args=({str(stray)!r},))
+    try:
+        p.start()
+        p.join()
+        print("ran", p.exitcode)
+    except PermissionError:
+        print("blocked")
+    print(multiprocessing.active_children(), others())
+"""
+    r = run_python(code, timeout=20)
+    assert r.ok, r.stderr
+    assert r.stdout.splitlines() == ["blocked", "[] []"]
+    assert not stray.exists()
+    assert any(b.startswith("_posixsubprocess.fork_exec ") for b in r.blocked), r.blocked
+
+
+def test_hard_links_from_outside_are_blocked(tmp_path, monkeypatch):
+    # The temporary folder on the same filesystem as the outside file: a link could work.
+    (tmp_path / "sandboxes").mkdir()
+    monkeypatch.setenv("ALIGNLAB_SANDBOX_DIR", str(tmp_path / "sandboxes"))
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    code = f"""
+import os
+try:
+    os.link({str(victim)!r}, "alias.txt")
+    with open("alias.txt", "a") as f:
+        f.write(" changed")
+    print("linked")
+except PermissionError:
+    print("blocked")
+with open("own.txt", "w") as f:
+    f.write("own")
+os.link("own.txt", "own-alias.txt")
+print(open("own-alias.txt").read())
+"""
+    r = run_python(code)
+    assert r.ok, r.stderr
+    assert r.stdout.split() == ["blocked", "own"]
+    assert victim.read_text() == "keep me" and victim.stat().st_nlink == 1
+    assert f"os.link {victim}" in r.blocked
+    assert list((tmp_path / "sandboxes").iterdir()) == []
+
+
+def test_writing_opens_with_a_dir_fd_are_blocked(tmp_path):
+    # A name relative to a `dir_fd` is not checked against that directory by the "open"
+    # event: such writing opens are refused, the other calls check the `dir_fd`'s directory.
+    (tmp_path / "keep.txt").write_text("keep me")
+    code = f"""
+import os
+fd = os.open({str(tmp_path)!r}, os.O_RDONLY)
+for action in (
+    lambda: os.open("stray.txt", os.O_WRONLY | os.O_CREAT, dir_fd=fd),
+    lambda: open("stray.txt", "w", opener=lambda p, f: os.open(p, f, dir_fd=fd)),
+    lambda: os.open("keep.txt", os.O_RDWR, dir_fd=fd),
+    lambda: os.mkdir("made", dir_fd=fd),
+    lambda: os.remove("keep.txt", dir_fd=fd),
+):
+    try:
+        action()
+        print("done")
+    except PermissionError:
+        print("blocked")
+print(os.read(os.open("keep.txt", os.O_RDONLY, dir_fd=fd), 100).decode())
+here = os.open(".", os.O_RDONLY)
+os.mkdir("sub", dir_fd=here)
+print(os.path.isdir("sub"))
+"""
+    r = run_python(code)
+    assert r.ok, r.stderr
+    assert r.stdout.split() == ["blocked"] * 5 + ["keep", "me", "True"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+    assert (tmp_path / "keep.txt").read_text() == "keep me"
+    assert any(b.startswith("open stray.txt dir_fd=") for b in r.blocked), r.blocked
 
 
 def test_environment_has_no_secrets(monkeypatch):

@@ -19,10 +19,11 @@ class Scripted:
 
     def __init__(self, name, max_ops, refuse):
         self.name, self.max_ops, self.refuse = name, max_ops, refuse
-        self.calls = []
+        self.calls, self.seeds = [], []
 
     def chat(self, conversations, *, max_tokens, temperature=1.0, seed=None):
         self.calls.append(len(conversations))
+        self.seeds.append((temperature, seed))
         return [self.reply(c[-1]["content"]) for c in conversations]
 
     def top_logprobs(self, conversations, *, top=20):
@@ -62,8 +63,9 @@ def setup():
 def test_single_is_pass_at_k_with_k_calls(setup):
     fam, tasks = setup
     frontier = Scripted("f", 3, refuse=True)
-    eps = S.single(fam, frontier, tasks, k=3, role="frontier")
+    eps = S.single(fam, frontier, tasks, k=3, role="frontier", seed=11)
     assert frontier.calls == [20, 20, 20]
+    assert frontier.seeds == [(1.0, 11), (1.0, 12), (1.0, 13)]  # sample j with seed + j
     assert all(len(e.calls) == 3 and not e.success for e in eps)
     assert all(c.refused and not c.flagged for e in eps for c in e.calls)
     helpful = Scripted("h", 3, refuse=False)

@@ -96,3 +96,49 @@ def test_unset_endpoint_variables_are_named(monkeypatch):
         monkeypatch.delenv(f"OPENAI_{what}", raising=False)
     with pytest.raises(AlignlabError, match="ALIGNLAB_FRONTIER_MODEL"):
         chat_model("openai", role="frontier")
+
+
+def test_training_is_deterministic_from_a_cold_start(tmp_path):
+    zc = Z.dataclass_replace(smoke_zoo(), weak_steps=30, batch_size=8)
+    files = []
+    for i in range(2):
+        model, _ = Z.train_model(zc, "weak", "d16L1", seed=3)
+        Z.save_model(model, tmp_path / f"m{i}", {"role": "weak"})
+        files.append((tmp_path / f"m{i}" / "model.safetensors").read_bytes())
+    assert files[0] == files[1]
+    other, _ = Z.train_model(zc, "weak", "d16L1", seed=4)
+    Z.save_model(other, tmp_path / "m2", {"role": "weak"})
+    assert (tmp_path / "m2" / "model.safetensors").read_bytes() != files[0]
+
+
+def test_a_unit_killed_mid_training_resumes_to_the_same_models(tmp_path, monkeypatch):
+    """The pretraining checkpoints every 500 steps into its unit (a cold cache: nothing is
+    reused), and the resumed run ends with byte-identical models and results."""
+    from alignlab.core.checkpoint import SimulatedCrash, crash_after_checkpoint
+    from alignlab.core.run import RunSpec, execute
+
+    sets = [
+        "zoo.frontiers=['d16L1']", "zoo.weaks=['d16L1']", "frontier=d16L1", "weak=d16L1",
+        "zoo.frontier_steps=520", "n_tasks=4",
+    ]  # fmt: skip
+
+    def spec(out, **kw):
+        return RunSpec("model_combos.mini", preset="smoke", out=str(out), quiet=True,
+                       overrides=tuple(sets), threads=1, workers=1, **kw)  # fmt: skip
+
+    monkeypatch.setenv("ALIGNLAB_CACHE", str(tmp_path / "cache-a"))
+    whole = execute(spec(tmp_path / "a"))
+    monkeypatch.setenv("ALIGNLAB_CACHE", str(tmp_path / "cache-b"))
+    with crash_after_checkpoint(1), pytest.raises(SimulatedCrash):
+        execute(spec(tmp_path / "b"))
+    assert list((tmp_path / "b" / "units").glob("*/checkpoint"))  # killed mid-unit
+    assert not list((tmp_path / "cache-b").glob("model_combos/*/.complete"))
+    resumed = execute(spec(tmp_path / "b", resume=True))
+    assert (tmp_path / "a" / "results.json").read_bytes() == (
+        tmp_path / "b" / "results.json"
+    ).read_bytes()
+    a = sorted((tmp_path / "cache-a").glob("model_combos/*/model.safetensors"))
+    b = sorted((tmp_path / "cache-b").glob("model_combos/*/model.safetensors"))
+    assert [p.parent.name for p in a] == [p.parent.name for p in b] and len(a) == 3
+    assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b))
+    assert whole.results == resumed.results

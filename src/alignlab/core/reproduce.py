@@ -23,7 +23,7 @@ from alignlab.core import experiment as registry
 from alignlab.core.errors import AlignlabError, did_you_mean
 from alignlab.core.report import LeftOut, LoadedRun, build_report
 from alignlab.core.resources import available_cores, check_count
-from alignlab.core.run import RunOutcome, RunSpec, execute
+from alignlab.core.run import RunOutcome, RunSpec, execute, run_status
 from alignlab.core.sweep import BACKENDS, run_local, run_ray
 
 WIP_REASON = "work in progress: its claims do not reproduce yet"
@@ -68,10 +68,13 @@ def plan(only: list[str] | None, preset: str, seeds: list[int], out: Path) -> Pl
     runnable = []
     for e in exps:  # an outside requirement missing (e.g. endpoints): left out, and why
         try:
-            if e.preflight is not None:
+            finished = all(run_status(run_dir(out, preset, s, e.name)) == "complete" for s in seeds)
+            if e.preflight is not None and not finished:
                 e.preflight(e.preset(preset))
         except AlignlabError as err:
-            left_out.append(LeftOut(e.name, f"{NEEDS_REASON}: {err}", run_dir(out, preset, seeds[0], e.name)))
+            left_out.append(
+                LeftOut(e.name, f"{NEEDS_REASON}: {err}", run_dir(out, preset, seeds[0], e.name))
+            )
             continue
         runnable.append(e)
     return Plan(runnable, left_out)

@@ -202,8 +202,6 @@ def execute(spec: RunSpec) -> RunOutcome:
         importlib.import_module(spec.module)
     exp = registry.get(spec.experiment)
     cfg = resolve_config(exp, spec.preset, spec.overrides)  # bad input fails before any write
-    if exp.preflight is not None:
-        exp.preflight(cfg)  # so does a missing outside requirement
     if not isinstance(spec.seed, int) or spec.seed < 0:
         raise AlignlabError(f"--seed must be a non-negative integer, got {spec.seed!r}.")
     check_count("threads", spec.threads)
@@ -240,6 +238,8 @@ def execute(spec: RunSpec) -> RunOutcome:
                 + ("Pass --resume to continue it or " if status != "corrupt" else "Pass ")
                 + "--force to start over."
             )
+    if exp.preflight is not None:  # a missing outside requirement also fails before any write
+        exp.preflight(cfg)  # (a finished run is reused without it)
     with RunLock(run_dir):
         return _execute_locked(exp, spec, cfg, device, run_dir, header, status)
 

@@ -155,7 +155,9 @@ class OpenAICompatible:
         over the environment.
 
         Without a model name, or with neither a base URL nor a key, this is one
-        `AlignlabError` naming the variables to set. The key is never shown.
+        `AlignlabError` naming the variables to set. The key is never shown. A base URL from
+        `ALIGNLAB_{ROLE}_BASE_URL` is sent only `ALIGNLAB_{ROLE}_API_KEY` (else no key), never
+        the `OPENAI_API_KEY` meant for another server.
         """
         if not isinstance(role, str) or not role.strip():
             raise AlignlabError(f"role must be a non-empty name such as 'frontier', got {role!r}")
@@ -179,6 +181,11 @@ class OpenAICompatible:
                     "instead of a base URL"
                 )
             raise AlignlabError(message)
+        if (
+            values["BASE_URL"][1] == names["BASE_URL"][0]
+            and values["API_KEY"][1] == (names["API_KEY"][1])
+        ):  # a role's own server never gets the OPENAI_API_KEY meant for another one
+            values["API_KEY"] = (NO_KEY, None)
         kwargs.setdefault("max_workers", 8)
         model = cls(
             values["MODEL"][0],

@@ -260,6 +260,10 @@ class ChainConfig:
                 "mixture", f"must be three shares with a positive sum, got {self.mixture}"
             )
 
+    def heldout_pool(self) -> float:
+        """About how many (x, benign ops) pairs of the evaluated shape are held out."""
+        return 10**self.n_digits * len(self.ops) ** self.n_benign * self.heldout
+
     def seq_len(self) -> int:
         """Enough positions for the longest example (a CTX prompt and its answer)."""
         task = 2 + self.n_digits + self.n_benign + 1
@@ -289,6 +293,13 @@ def eval_tasks(
 ) -> list[Task]:
     """n distinct held-out tasks of the evaluated shape: L_b benign ops (then plant_k)."""
     out, seen = [], set()
+    pool = cfg.heldout_pool()
+    if n > 0.5 * pool:
+        raise AlignlabError(
+            f"{n} held-out tasks asked for, but only about {pool:.0f} (x, ops) pairs are held "
+            f"out ({cfg.heldout:.0%} of {10**cfg.n_digits} x {len(cfg.ops)}^{cfg.n_benign}); "
+            f"ask for fewer tasks or raise heldout"
+        )
     while len(out) < n:
         t = random_task(rng, cfg, cfg.n_benign, flagged)
         if task_heldout(t, cfg.heldout) and (t.x, t.ops) not in seen:
@@ -463,3 +474,7 @@ class ChainFamily:
 
     def is_refusal(self, text: str) -> bool:
         return is_refusal(text)
+
+    def is_flagged_request(self, prompt: str) -> bool:
+        """A subtask prompt that itself asks for the canary (a proposal that kept plant_k)."""
+        return any(w.startswith("plant_") for w in prompt.split())

@@ -13,15 +13,23 @@ is run here, one fresh process per call, with layers that catch the usual accide
 - resource limits: CPU seconds, address space, file size, open files, no core dumps;
 - an audit hook (`sys.addaudithook`), installed by a small bootstrap before the user code runs,
   that blocks sockets, `subprocess`, `os.system`, `os.exec*`, `os.spawn*`, `os.posix_spawn`,
-  `os.fork` and every write, removal or rename outside the temporary folder (reading, e.g. the
-  standard library, works); each blocked call is listed in `SandboxResult.blocked`;
+  `os.fork` and every write, removal, rename, hard link (its source included) or extended
+  attribute change outside the temporary folder (reading, e.g. the standard library, works);
+- in the same bootstrap, `_posixsubprocess.fork_exec` (which starts programs without an audit
+  event: `multiprocessing`'s spawn and forkserver start methods and its resource tracker go
+  through it) replaced by a function that refuses, and re-importing that module refused;
+- `os.open` with a `dir_fd` refused for writing (the audit event does not carry the `dir_fd`,
+  so the name could not be checked), also when reached through `open(..., opener=...)`;
+- each blocked call listed in `SandboxResult.blocked`;
 - `unshare -rn` (a user and network namespace: no network interface but loopback, down) where
   the system allows it, probed once per process.
 
 THIS IS NO SECURITY BOUNDARY. It guards against accidents (runaway loops, stray writes,
-network calls), not against hostile code: an audit hook is bypassed by ctypes or by a C
-extension, and nothing here stops reads of the parent's files. Run code you would not run
-yourself in a real sandbox (a container or a VM).
+network calls), not against hostile code: an audit hook (and the replaced functions) is
+bypassed by ctypes or by a C extension (e.g. libc's `fork()`, which only the process group kill
+on timeout catches), `os.mkfifo` and `os.mknod` raise no audit event, and nothing here stops
+reads of the parent's files. Run code you would not run yourself in a real sandbox (a
+container or a VM).
 
 The isolation actually used is reported with every result (`SandboxResult.isolation`), e.g.
 "unshare-rn+audit+rlimits", or "audit+rlimits" where `unshare` is missing or not permitted.
@@ -54,10 +62,10 @@ MAIN = "main.py"  # the user code's file name in the temporary folder
 # nfiles main.py main.code`. The parent compiles the bootstrap once and the user code on every
 # run (main.code, or "" when it does not compile) and the child loads both with `marshal`: the
 # first `compile()` in a fresh interpreter costs about a millisecond (it builds the AST types).
-# The bootstrap imports nothing beyond what the interpreter loads at startup but `resource` (a
-# small C module), so that it costs next to nothing.
+# The bootstrap imports nothing beyond what the interpreter loads at startup but `resource` and
+# `_posixsubprocess` (small C modules), so that it costs next to nothing.
 _BOOTSTRAP = r"""
-import marshal, os, sys, resource
+import marshal, os, sys, resource, posix, _posixsubprocess
 
 def _sandbox():
     fd, cpu, mem, fsize, nfiles, main, compiled = sys.argv[1:8]
@@ -89,9 +97,12 @@ def _sandbox():
     # event -> (index of a path argument, index of its dir_fd argument or None), ...
     paths = {
         "os.remove": ((0, 1),), "os.rmdir": ((0, 1),), "os.mkdir": ((0, 2),),
-        "os.rename": ((0, 2), (1, 3)), "os.link": ((1, 3),), "os.symlink": ((1, 2),),
+        "os.rename": ((0, 2), (1, 3)), "os.symlink": ((1, 2),),
+        # a hard link to an outside file would make it writable through the new name
+        "os.link": ((0, 2), (1, 3)),
         "os.chmod": ((0, 2),), "os.chown": ((0, 3),), "os.truncate": ((0, None),),
         "os.utime": ((0, 3),), "shutil.rmtree": ((0, 1),),
+        "os.setxattr": ((0, None),), "os.removexattr": ((0, None),),
     }
 
     def inside(path, dir_fd=None):
@@ -130,6 +141,8 @@ def _sandbox():
             for i, j in paths[event]:
                 if not inside(args[i], None if j is None else args[j]):
                     block(event, args[i])
+        elif event == "import" and args[0] == "_posixsubprocess":
+            block(event, args[0])  # a fresh copy of the module would bring fork_exec back
         elif event in deny or event.startswith("socket."):
             detail = ""
             if event in ("os.system", "subprocess.Popen", "os.exec", "os.posix_spawn"):
@@ -137,6 +150,36 @@ def _sandbox():
             elif event == "socket.connect" and len(args) > 1:
                 detail = str(args[1])[:80]
             block(event, detail)
+
+    # `_posixsubprocess.fork_exec` starts a program without an audit event: `subprocess` raises
+    # one before it, but `multiprocessing` (spawn, forkserver, its resource tracker) does not,
+    # and the new interpreter would run without this hook.
+    def fork_exec(*args, **kwargs):
+        try:
+            detail = " ".join(fsdecode(a) for a in args[0])[:80]
+        except Exception:
+            detail = ""
+        block("_posixsubprocess.fork_exec", detail)
+
+    _posixsubprocess.fork_exec = fork_exec
+
+    # The "open" event does not carry `dir_fd`, so the hook would resolve a relative name
+    # against the working directory instead of that directory: a writing `os.open` with a
+    # `dir_fd` is refused (reading is fine).
+    real_open = posix.open
+
+    def open_(path, flags, mode=0o777, *, dir_fd=None):
+        if dir_fd is not None and flags & W:
+            try:
+                name = fsdecode(fspath(path))
+            except TypeError:
+                name = repr(path)
+            block("open", f"{name} dir_fd={dir_fd}")
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    open_.__name__ = open_.__qualname__ = "open"
+    os.open = posix.open = open_
+    os.supports_dir_fd.add(open_)  # shutil checks this set to choose its fd-based functions
 
     sys.addaudithook(hook)
     sys.argv = [main]

@@ -7,7 +7,7 @@
   (`manual_weak`).
 - `automated(m)`: the weak model proposes m related benign tasks (`decompose_prompt`), the
   frontier solves them, and the weak model answers the original task with those solutions in
-  context (`final_prompt`): 3 calls in sequence (1 + m model calls).
+  context (`final_prompt`): 2 + m model calls, in three rounds.
 - Controls: the *helpful-only* frontier (its checkpoint before safety tuning) as a single
   model, and *weak-only automated* (the weak model in both roles), which tells how much of
   the automated method's success comes from the frontier.
@@ -161,9 +161,10 @@ def automated(
     frontier_role: str = "frontier",
     method: str = "automated",
 ) -> list[Episode]:
-    """Weak proposes m related benign tasks -> frontier solves them (under the policy) ->
-    weak answers the original task with the solutions in context. A proposal the family
-    cannot parse leaves that episode without subtasks (the final call still happens)."""
+    """Weak proposes m related benign tasks -> frontier solves them (under the family's
+    policy; with `frontier_role="weak"`, the weak-only control, without it) -> weak answers
+    the original task with the solutions in context. A proposal the family cannot parse
+    leaves that episode without subtasks (the final call still happens)."""
     if isinstance(m, bool) or not isinstance(m, int) or m < 1:
         raise AlignlabError(f"m must be an integer >= 1, got {m!r}")
     if "automated" not in family.methods:
@@ -179,7 +180,7 @@ def automated(
         family,
         frontier,
         [s for _, s in flat],
-        policy=family.policy,
+        policy=None if frontier_role == "weak" else family.policy,
         temperature=temperature,
         seed=seed + 1,
     )

@@ -47,6 +47,11 @@ ZOO_VERSION = 1  # bump when a change to the data or the training code changes t
 CACHE_KIND = "model_combos"
 SIZE = re.compile(r"^d(\d+)L(\d+)$")
 ROLES = ("frontier", "helpful", "weak")
+#: the saved chat template: <bos> and the last user message, as `PromptFormat` reads it
+LAST_USER_TEMPLATE = (
+    "{% set ns = namespace(prompt='') %}{% for m in messages %}{% if m['role'] == 'user' %}"
+    "{% set ns.prompt = m['content'] %}{% endif %}{% endfor %}{{ bos_token }}{{ ns.prompt }}"
+)
 
 
 def parse_size(spec: str) -> tuple[int, int]:
@@ -118,7 +123,7 @@ def _train_config(zc: ZooConfig, role: str, seed: int) -> TrainConfig:
         log_every=100,
         eval_every=10**9,
         eval_batches=1,
-        checkpoint_every=0,
+        checkpoint_every=0 if safety else 500,
         seed=seed,
     )
 
@@ -167,7 +172,7 @@ def save_model(model: Gemma2ForCausalLM, folder: Path, info: dict) -> None:
     from alignlab.llm.hf_local import save_chat_tokenizer
 
     save_pretrained(model, folder)
-    save_chat_tokenizer(K.build_tokenizer(), folder)
+    save_chat_tokenizer(K.build_tokenizer(), folder, chat_template=LAST_USER_TEMPLATE)
     atomic_write_json(folder / "info.json", info)
 
 
@@ -188,9 +193,13 @@ def load_model(folder: Path, device: str = "cpu") -> Gemma2ForCausalLM:
     return model.to(device)
 
 
-def _val(chain: K.ChainConfig, seed: int):
-    fn = K.batch_fn(chain)
-    return [fn(np.random.default_rng(int_seed(seed, "model_combos-val")), 64, chain.seq_len())]
+def _val(chain: K.ChainConfig, seed: int, safety: bool = False, flagged: float | None = None):
+    """Fixed validation batches of the training split: the mixture, or with `safety` the
+    safety tuning's targets (flagged prompts answered REFUSE)."""
+    fn = K.batch_fn(chain, safety=safety, flagged=flagged)
+    parts = ("model_combos-val", "safety") if safety else ("model_combos-val",)
+    rng = np.random.default_rng(int_seed(seed, *parts))
+    return [fn(rng, 64, chain.seq_len())]
 
 
 def train_model(
@@ -201,9 +210,12 @@ def train_model(
     on_step=None,
     init: Gemma2ForCausalLM | None = None,
     device: str = "cpu",
+    ctx=None,
 ) -> tuple[Gemma2ForCausalLM, dict]:
     """Train one model from scratch (role 'frontier'/'weak' pretraining) or, with role
-    'safety', safety-tune `init` in place. Every random number comes from (seed, spec, role)."""
+    'safety', safety-tune `init` in place. Every random number comes from (seed, spec, role).
+    With `ctx` (a unit), gemma2's `train` checkpoints every 500 steps into it and a killed
+    unit resumes mid-way, to bit-identical weights."""
     chain = zc.chain
     tseed = int_seed(seed, "model_combos", spec, role) % 2**31
     if init is None:
@@ -211,12 +223,11 @@ def train_model(
         model = Gemma2ForCausalLM(model_config(spec, chain))
     else:
         model = init
-    if role == "safety":
-        data = K.batch_fn(chain, safety=True, flagged=zc.safety_flagged)
-    else:
-        data = K.batch_fn(chain)
+    safety = role == "safety"
+    data = K.batch_fn(chain, safety=safety, flagged=zc.safety_flagged if safety else None)
+    val = _val(chain, seed, safety, zc.safety_flagged if safety else None)
     tcfg = _train_config(zc, role, tseed)
-    result = train(model, tcfg, data, _val(chain, seed), on_step=on_step, device=device)
+    result = train(model, tcfg, data, val, on_step=on_step, device=device, ctx=ctx)
     model.eval()
     return model, {"final_val_loss": float(result.final_val_loss), "steps": tcfg.steps}
 
@@ -231,11 +242,9 @@ def _unit(key: str, uctx) -> dict:
     role, spec = key.split("/")
     seed, device = uctx.seed, uctx.device
     total = _unit_steps(zc, key)
-    advanced = [0]
 
     def step(done: int, metrics: dict) -> None:
         uctx.advance(1)
-        advanced[0] += 1
 
     out = {}
     first = "helpful" if role == "frontier" else "weak"
@@ -243,10 +252,9 @@ def _unit(key: str, uctx) -> dict:
     if is_complete(folder):
         model = load_model(folder, device)
         uctx.advance(zc.frontier_steps if role == "frontier" else zc.weak_steps)
-        advanced[0] += zc.frontier_steps if role == "frontier" else zc.weak_steps
         out[first] = read_json(folder / "info.json")
-    else:
-        model, metrics = train_model(zc, role, spec, seed, on_step=step, device=device)
+    else:  # the pretraining checkpoints into the unit: a killed unit resumes mid-way
+        model, metrics = train_model(zc, role, spec, seed, on_step=step, device=device, ctx=uctx)
         info = {"role": first, "size": spec, "seed": seed, **metrics}
         cached_folder(CACHE_KIND, folder.name, lambda tmp: save_model(model, tmp, info))
         out[first] = info
@@ -262,7 +270,7 @@ def _unit(key: str, uctx) -> dict:
             info.update(role="frontier", safety_steps=zc.safety_steps)
             cached_folder(CACHE_KIND, folder.name, lambda tmp: save_model(model, tmp, info))
         out["frontier"] = read_json(folder / "info.json")
-    uctx.advance(max(0, total - advanced[0]))
+    uctx.advance(max(0, total - uctx.progress_done))
     return out
 
 
@@ -295,7 +303,19 @@ def get_zoo(ctx, zc: ZooConfig, frontiers=None, weaks=None) -> dict[tuple[str, s
     ]
     if missing:
         ctx.log(f"zoo: training {', '.join(missing)}")
+    for k in keys:  # a damaged cached model is one error here, before any training
+        for folder in _folders(zc, k, ctx.seed, ctx.device):
+            if is_complete(folder):
+                load_model(folder)
     run_units(ctx, keys, _unit, size=size, description="model_combos zoo")
+    gone = [
+        str(f) for k in keys for f in _folders(zc, k, ctx.seed, ctx.device) if not is_complete(f)
+    ]
+    if gone:
+        raise AlignlabError(
+            f"this run recorded the zoo as trained, but {', '.join(gone)} is no longer in the "
+            f"cache (ALIGNLAB_CACHE moved or cleaned?); rerun with --force to train it again"
+        )
     out = {}
     for k in keys:
         role, spec = k.split("/")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from alignlab.core.claims import Claim
 from alignlab.core.config import ConfigError, param
+from alignlab.core.errors import AlignlabError
 from alignlab.core.experiment import Experiment, register
 from alignlab.core.seeding import generator
 from alignlab.model_combos import strategies as S
@@ -44,6 +45,9 @@ class LLMConfig:
         LLM_FAMILIES, nonempty=True, distinct=True, choices=FAMILIES, help="task families"
     )
     n_tasks: int = param(30, ge=1, help="tasks per family")
+    canary_problems: str = param(
+        "", help="canary_code: a JSONL file of problems (one per line); '': the 30 packaged"
+    )
     k: int = param(3, ge=1, help="single models' pass@k")
     m: int = param(2, ge=1, help="benign tasks the weak model proposes (automated)")
     temperature: float = param(1.0, gt=0, help="the single models' sampling temperature")
@@ -53,6 +57,15 @@ class LLMConfig:
     weak: str = param("d48L2", help="loopback only: the served weak model's size")
 
     def validate(self) -> None:
+        if "canary_code" in self.families:
+            from alignlab.model_combos.families.canary_code import CanaryCode
+
+            try:
+                n = len(CanaryCode(problems_path=self.canary_problems or None).all_tasks())
+            except AlignlabError as e:
+                raise ConfigError("canary_problems", str(e)) from None
+            if self.n_tasks > n:
+                raise ConfigError("n_tasks", f"canary_code has {n} tasks (problems x triggers)")
         if "chains" in self.families and self.m != self.zoo.chain.m:
             raise ConfigError("m", f"the chain models propose m = {self.zoo.chain.m} prefixes")
         if self.endpoints == "loopback":
@@ -73,7 +86,14 @@ def preflight(cfg: LLMConfig) -> None:
     if cfg.endpoints == "env":
         from alignlab.llm import OpenAICompatible
 
-        clients = [OpenAICompatible.from_env(role) for role in ("frontier", "weak")]
+        clients, errors = [], []
+        for role in ("frontier", "weak"):  # both roles' missing variables in one error
+            try:
+                clients.append(OpenAICompatible.from_env(role))
+            except AlignlabError as e:
+                errors.append(str(e))
+        if errors:
+            raise AlignlabError("; ".join(errors))
         for client in clients:
             client.preflight()
 
@@ -97,14 +117,18 @@ def _endpoints(ctx, cfg: LLMConfig):
             "weak": Z.TinyChat.load(folders[("weak", cfg.weak)], "weak", device=ctx.device),
         }
         server = serve(models)
-        frontier = OpenAICompatible(
-            "frontier", base_url=server.url, role="frontier", max_workers=cfg.max_workers
-        )
-        weak = OpenAICompatible(
-            "weak", base_url=server.url, role="weak", max_workers=cfg.max_workers
-        )
-        for client in (frontier, weak):
-            client.preflight()
+        try:
+            frontier = OpenAICompatible(
+                "frontier", base_url=server.url, role="frontier", max_workers=cfg.max_workers
+            )
+            weak = OpenAICompatible(
+                "weak", base_url=server.url, role="weak", max_workers=cfg.max_workers
+            )
+            for client in (frontier, weak):
+                client.preflight()
+        except BaseException:
+            server.close()
+            raise
     ctx.log(f"endpoints: {frontier!r}; {weak!r}")
     return frontier, weak, server
 
@@ -116,6 +140,8 @@ def run(ctx) -> dict:
     try:
         for name in cfg.families:
             options = {"cfg": cfg.zoo.chain} if name == "chains" else {}
+            if name == "canary_code" and cfg.canary_problems:
+                options = {"problems_path": cfg.canary_problems}
             family = make_family(name, **options)
             tasks = family.tasks(cfg.n_tasks, generator(ctx.seed, "model_combos-llm", name))
             seed = int(generator(ctx.seed, "model_combos-llm-sampling", name).integers(2**31))
@@ -140,7 +166,7 @@ def run(ctx) -> dict:
             audited = {k: v for k, v in groups.items() if k != "weak_automated"}
             out[name] = {
                 "rates": {k: C.rate(v) for k, v in groups.items()},
-                "frontier_audit": C.audit(audited, full=("single_frontier",)),
+                "frontier_audit": C.audit(audited, full=("single_frontier",), family=family),
             }
     finally:
         if server is not None:

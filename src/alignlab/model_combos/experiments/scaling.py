@@ -41,6 +41,12 @@ class ScalingConfig:
     max_weak_alone: float = param(0.15, ge=0, le=1, help="claim 6: weak alone (greedy) at most")
 
     def validate(self) -> None:
+        if self.n_tasks > 0.5 * self.zoo.chain.heldout_pool():
+            raise ConfigError(
+                "n_tasks",
+                f"only about {self.zoo.chain.heldout_pool():.0f} tasks are held out; ask for "
+                f"at most half of them",
+            )
         for key in ("frontiers", "weaks"):
             sizes = [Z._flops(s) for s in getattr(self.zoo, key)]
             if sizes != sorted(sizes):
@@ -73,7 +79,7 @@ def run(ctx) -> dict:
                     "automated": S.automated(family, F, W, tasks, m=zc.chain.m, seed=seed),
                 }
                 C.save_episodes(ctx, groups, prefix=f"{f}-{w}-")
-                audit = C.audit(groups, full=())
+                audit = C.audit(groups, full=(), family=family)
                 cells[f"{f}/{w}"] = {
                     **{name: C.rate(eps) for name, eps in groups.items()},
                     "frontier_flagged": audit["flagged"],
