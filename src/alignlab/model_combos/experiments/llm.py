@@ -48,7 +48,7 @@ class LLMConfig:
     canary_problems: str = param(
         "", help="canary_code: a JSONL file of problems (one per line); '': the 30 packaged"
     )
-    k: int = param(3, ge=1, help="single models' pass@k")
+    k: int = param(4, ge=1, help="single models' pass@k: 2 + m, the automated method's calls")
     m: int = param(2, ge=1, help="benign tasks the weak model proposes (automated)")
     temperature: float = param(1.0, gt=0, help="the single models' sampling temperature")
     max_workers: int = param(8, ge=1, help="concurrent requests per endpoint")
@@ -210,7 +210,7 @@ register(
                 endpoints="loopback",
                 families=("chains",),
                 n_tasks=6,
-                k=2,
+                k=3,
                 m=1,
                 zoo=C.smoke_zoo(),
                 frontier="d32L1",
@@ -218,7 +218,7 @@ register(
                 max_workers=4,
             ),  # fmt: skip
             "quick": LLMConfig(),
-            "paper": LLMConfig(n_tasks=90, k=3, m=3),
+            "paper": LLMConfig(n_tasks=90, k=5, m=3),
         },
         run=run,
         claims=[
