@@ -200,3 +200,24 @@ def test_a_failing_preflight_is_one_error_before_any_write_and_reproduce_names_i
     assert [e.name for e in p.experiments] == ["toy.regression"]
     (left,) = [x for x in p.left_out if x.experiment == "toy.seeded"]
     assert left.reason == f"{NEEDS_REASON}: set TOY_ENDPOINT"
+
+
+def test_a_finished_run_is_reused_without_its_preflight(tmp_path, toys, monkeypatch):
+    import dataclasses
+
+    from alignlab.core.errors import AlignlabError
+    from alignlab.core.reproduce import plan
+    from alignlab.core.run import RunSpec, execute
+
+    out = tmp_path / "runs" / "smoke" / "seed0" / "toy.seeded"
+    first = execute(RunSpec("toy.seeded", preset="smoke", out=str(out), quiet=True))
+
+    def endpoint_down(cfg):
+        raise AlignlabError("endpoint down")
+
+    monkeypatch.setitem(
+        registry._REGISTRY, "toy.seeded", dataclasses.replace(toys.SEEDED, preflight=endpoint_down)
+    )
+    again = execute(RunSpec("toy.seeded", preset="smoke", out=str(out), quiet=True))
+    assert again.skipped and again.results == first.results
+    assert "toy.seeded" in [e.name for e in plan(None, "smoke", [0], tmp_path).experiments]
