@@ -62,3 +62,20 @@ def test_wilson_by_hand_and_edges():
 def test_wilson_rejects_bad_inputs(args, match):
     with pytest.raises(ValueError, match=match):
         wilson_ci(*args)
+
+
+def test_paired_bootstrap_ci_covers_the_mean_difference_and_respects_pairing():
+    import numpy as np
+
+    from alignlab.core.stats import paired_bootstrap_ci
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=200) * 10  # large shared noise: pairing removes it
+    a, b = base + 0.5 + rng.normal(size=200) * 0.1, base
+    d, lo, hi = paired_bootstrap_ci(a, b, np.random.default_rng(1))
+    assert lo < d < hi and 0.45 < lo and hi < 0.55 and hi - lo < 0.05
+    assert d == pytest.approx(float(np.mean(a - b)))
+    # a constant difference has a zero-width interval
+    assert paired_bootstrap_ci([2.0, 3.0], [1.0, 2.0], np.random.default_rng(0)) == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError):
+        paired_bootstrap_ci([1.0], [1.0, 2.0], np.random.default_rng(0))

@@ -93,3 +93,24 @@ def wilson_ci(successes: int, n: int, confidence: float = 0.95) -> tuple[float, 
     lo = 0.0 if k == 0 else max(0.0, center - delta)
     hi = 1.0 if k == n else min(1.0, center + delta)
     return lo, hi
+
+
+def paired_bootstrap_ci(
+    a: Sequence[float],
+    b: Sequence[float],
+    rng: np.random.Generator,
+    n_boot: int = 10_000,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """mean(a - b) and its percentile bootstrap interval, resampling the pairs (a_i, b_i)
+    together (Efron & Tibshirani 1993, ch. 13): (difference, low, high)."""
+    x = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if x.ndim != 1 or len(x) == 0 or len(a) != len(b):
+        raise ValueError("paired_bootstrap_ci needs two equally long, non-empty 1-d sequences")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be strictly between 0 and 1, got {confidence!r}")
+    idx = rng.integers(0, len(x), size=(n_boot, len(x)))
+    means = x[idx].mean(axis=1)
+    tail = 100 * (1 - confidence) / 2
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return float(x.mean()), float(lo), float(hi)
