@@ -7,7 +7,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
-EXTRAS ?= test,ray,hf,llm,mujoco,t2i
+EXTRAS ?= test,ray,hf,llm,mujoco,t2i,lang
 PY := $(VENV)/bin/python
 
 .PHONY: setup reproduce test lint bench
