@@ -1,0 +1,245 @@
+"""What the langfeedback experiments share: the trajectory pool, the utterances and their
+MiniLM embeddings, and the latent spaces (one per encoder seed, trained once and cached).
+
+The pool (a simulation: `world.py`'s scripted reach-lift controllers) is split into train /
+val / test trajectories; the utterances (`utterances.py`) into train / val / test / stress
+sentences. Each encoder seed's latent space is one `core.units` unit (the units run in
+parallel): stage 1 with the language frozen, then stage 2 (the adapter), both states saved in
+`$ALIGNLAB_CACHE/langfeedback-latent/<key>/` (safetensors), keyed by everything they depend on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alignlab.core.cache import artifact_dir, cached_folder, content_key, is_complete
+from alignlab.core.config import ConfigError, param
+from alignlab.core.io import atomic_write_json, read_json
+from alignlab.core.seeding import generator
+from alignlab.core.units import run_units
+from alignlab.langfeedback import latent as L
+from alignlab.langfeedback import world as W
+from alignlab.langfeedback.utterances import CLASSES, UtteranceSplits, build_splits
+
+STAGE2_MODES = ("adapter", "none")
+LATENT_VERSION = 1  # bump when a change to the data or the training changes the weights
+
+
+@dataclass
+class DataConfig:
+    """The trajectory pool and the utterances."""
+
+    world: W.WorldConfig = param(factory=W.WorldConfig, help="the simulated reach-lift world")
+    n_train: int = param(1000, ge=2, help="training trajectories")
+    n_val: int = param(100, ge=2, help="validation trajectories (the checkpoint rule)")
+    n_test: int = param(200, ge=2, help="test trajectories (accuracy, improvement, metrics)")
+    utterance_seed: int = param(0, ge=0, help="seed of the 80/10/10 utterance split")
+
+
+@dataclass
+class LatentConfig:
+    """The latent spaces: stage 1 (language frozen), stage 2 (co-finetuning)."""
+
+    data: DataConfig = param(factory=DataConfig, help="the pool and the utterances")
+    stage1: L.StageConfig = param(factory=L.StageConfig, help="stage 1: language frozen")
+    stage2: L.StageConfig = param(
+        factory=lambda: L.StageConfig(steps=1000, lr=1e-3),
+        help="stage 2: the residual adapter trained with Φ",
+    )
+    stage2_mode: str = param(
+        "adapter", choices=STAGE2_MODES, help="adapter: e + W2 relu(W1 e); none: stage 1 only"
+    )
+    label_noise: str = param("none", choices=L.LABEL_NOISE, help="triplet labels")
+    n_encoders: int = param(3, ge=1, help="encoder seeds (units in parallel)")
+
+    def validate(self) -> None:
+        if self.stage2_mode == "none" and self.stage2.steps:
+            raise ConfigError("stage2.steps", "must be 0 when stage2_mode is 'none'")
+
+
+def smoke_latent() -> LatentConfig:
+    return LatentConfig(
+        data=DataConfig(world=W.WorldConfig(horizon=12), n_train=40, n_val=12, n_test=16),
+        stage1=L.StageConfig(steps=4, triplets=64, trajectories=16, eval_every=2),
+        stage2=L.StageConfig(steps=3, lr=1e-3, triplets=64, trajectories=16, eval_every=2),
+        n_encoders=2,
+    )
+
+
+def paper_latent() -> LatentConfig:
+    """5,000 trajectories at T = 200, 20k steps per stage, 5 encoder seeds (for a GPU; the
+    paper finetunes all of MiniLM in stage 2, which this preset replaces by the adapter)."""
+    return LatentConfig(
+        data=DataConfig(world=W.WorldConfig(horizon=200), n_train=4000, n_val=300, n_test=700),
+        stage1=L.StageConfig(steps=20_000, eval_every=500),
+        stage2=L.StageConfig(steps=20_000, lr=1e-3, eval_every=500),
+        n_encoders=5,
+    )
+
+
+@dataclass
+class Data:
+    """The pool's splits (observations and features) and the utterances' embeddings."""
+
+    obs: dict[str, np.ndarray]  # split -> (n, T, 24) float32
+    feats: dict[str, np.ndarray]  # split -> (n, 5) float64
+    emb: dict[str, np.ndarray]  # utterance split -> (u, 384) float32
+    cls: dict[str, np.ndarray]  # utterance split -> (u,) class index (2k + (direction < 0))
+    sentences: dict[str, list[str]]
+    utterances: UtteranceSplits
+
+
+_MEMO: dict[str, Data] = {}
+
+
+def load_data(dc: DataConfig, seed: int) -> Data:
+    """The pool generated from (run seed, 'langfeedback-world') and the embedded utterances
+    (MiniLM, cached), once per process."""
+    from alignlab.langfeedback.minilm import embed
+
+    key = content_key({"data": asdict(dc), "seed": seed})
+    if key in _MEMO:
+        return _MEMO[key]
+    n = dc.n_train + dc.n_val + dc.n_test
+    traj = W.generate(n, generator(seed, "langfeedback-world"), dc.world)
+    obs, feats = traj.observations(), W.features(traj, dc.world)
+    cut = {"train": slice(0, dc.n_train), "val": slice(dc.n_train, dc.n_train + dc.n_val)}
+    cut["test"] = slice(dc.n_train + dc.n_val, n)
+    utt = build_splits(dc.utterance_seed)
+    emb, cls, sentences = {}, {}, {}
+    everything = utt.sentences()
+    table = dict(zip(everything, embed(everything)))
+    for split in ("train", "val", "test", "stress"):
+        pairs = utt.labelled(split)
+        sentences[split] = [s for s, _ in pairs]
+        emb[split] = np.stack([table[s] for s, _ in pairs]).astype(np.float32)
+        cls[split] = np.array([CLASSES.index(c) for _, c in pairs])
+    data = Data(
+        obs={k: obs[v] for k, v in cut.items()},
+        feats={k: feats[v] for k, v in cut.items()},
+        emb=emb,
+        cls=cls,
+        sentences=sentences,
+        utterances=utt,
+    )
+    _MEMO[key] = data
+    return data
+
+
+def latent_key(lc: LatentConfig, seed: int, encoder: int) -> str:
+    """What one latent space's weights depend on: the data config, the stages, the label
+    noise, the run seed and the encoder index, torch's version and the code version. The
+    unit trains on one torch thread (`core.units`)."""
+    spec = asdict(lc)
+    spec.pop("n_encoders")
+    return content_key(
+        {
+            "latent": spec,
+            "seed": int(seed),
+            "encoder": int(encoder),
+            "torch": torch.__version__.split("+")[0],
+            "v": LATENT_VERSION,
+        }
+    )
+
+
+def _models(obs: np.ndarray, mode: str) -> tuple[L.TrajEncoder, L.Adapter | None]:
+    enc = L.TrajEncoder(obs_dim=obs.shape[-1])
+    enc.set_normaliser(obs)
+    return enc, (L.Adapter() if mode == "adapter" else None)
+
+
+def _train_unit(key: str, uctx) -> dict:
+    lc: LatentConfig = _latent_of(uctx.config)
+    i = int(key.split("-")[-1])
+    folder = artifact_dir("langfeedback-latent", latent_key(lc, uctx.seed, i))
+    total = lc.stage1.steps + lc.stage2.steps
+    if is_complete(folder):
+        uctx.advance(total)
+        return read_json(folder / "info.json")
+    d = load_data(lc.data, uctx.seed)
+    torch.manual_seed(int(generator(uctx.seed, "langfeedback-init", i).integers(2**31)))
+    enc, adapter = _models(d.obs["train"], lc.stage2_mode)
+    rng = generator(uctx.seed, "langfeedback-triplets", i)
+    val = (d.obs["val"], d.feats["val"], d.emb["val"], d.cls["val"])
+    args = (d.obs["train"], d.feats["train"], d.emb["train"], d.cls["train"], val)
+    step = lambda n, m: uctx.advance(1)  # noqa: E731
+    s1 = L.train_stage(enc, None, *args, lc.stage1, rng, lc.label_noise, on_step=step)
+    stage1 = {k: v.clone() for k, v in enc.state_dict().items()}
+    s2 = {"best_val_cos": s1["best_val_cos"], "val_cos": []}
+    if adapter is not None and lc.stage2.steps:
+        s2 = L.train_stage(enc, adapter, *args, lc.stage2, rng, lc.label_noise, on_step=step)
+    info = {"encoder": i, "stage1": s1, "stage2": s2}
+
+    def build(tmp: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in stage1.items()}, str(tmp / "stage1.safetensors"))
+        state = {f"encoder.{k}": v for k, v in enc.state_dict().items()}
+        if adapter is not None:
+            state.update({f"adapter.{k}": v for k, v in adapter.state_dict().items()})
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "stage2.safetensors"))
+        atomic_write_json(tmp / "info.json", info)
+
+    cached_folder("langfeedback-latent", folder.name, build)
+    uctx.advance(max(0, total - uctx.progress_done))
+    return info
+
+
+def _latent_of(config) -> LatentConfig:
+    return config if isinstance(config, LatentConfig) else config.latent
+
+
+@dataclass
+class Latent:
+    """One encoder seed's latent space: Φ after stage 1 and after stage 2, and the adapter."""
+
+    stage1: L.TrajEncoder
+    stage2: L.TrajEncoder
+    adapter: L.Adapter | None
+    info: dict
+
+    @torch.no_grad()
+    def phi(self, obs: np.ndarray, stage: int = 2) -> np.ndarray:
+        enc = self.stage2 if stage == 2 else self.stage1
+        return enc.eval()(torch.as_tensor(obs, dtype=torch.float32)).numpy()
+
+    @torch.no_grad()
+    def language(self, emb: np.ndarray, stage: int = 2) -> np.ndarray:
+        e = torch.as_tensor(emb, dtype=torch.float32)
+        if stage == 2 and self.adapter is not None:
+            e = self.adapter.eval()(e)
+        return e.numpy()
+
+
+def get_latents(ctx, lc: LatentConfig) -> tuple[Data, list[Latent]]:
+    """The data and every encoder seed's latent space, training (one `run_units` call) what is
+    not cached yet."""
+    from safetensors.torch import load_file
+
+    d = load_data(lc.data, ctx.seed)  # once, before the workers fork
+    keys = [f"encoder-{i}" for i in range(lc.n_encoders)]
+    run_units(ctx, keys, _train_unit, size=lc.stage1.steps + lc.stage2.steps, description="latent")
+    out = []
+    for i in range(lc.n_encoders):
+        folder = artifact_dir("langfeedback-latent", latent_key(lc, ctx.seed, i))
+        s1, _ = _models(d.obs["train"], "none")
+        s1.load_state_dict(load_file(str(folder / "stage1.safetensors")))
+        s2, adapter = _models(d.obs["train"], lc.stage2_mode)
+        state = load_file(str(folder / "stage2.safetensors"))
+        s2.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("encoder.")})
+        if adapter is not None:
+            adapter.load_state_dict(
+                {k[8:]: v for k, v in state.items() if k.startswith("adapter.")}
+            )
+        out.append(Latent(s1, s2, adapter, read_json(folder / "info.json")))
+    return d, out
+
+
+def replace(cfg, **kw):
+    return dataclasses.replace(cfg, **kw)
