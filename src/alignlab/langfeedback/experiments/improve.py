@@ -143,5 +143,6 @@ register(
             ),
         ],
         plots=plot,
+        preflight=C.preflight,
     )
 )

@@ -131,5 +131,6 @@ register(
             ),
         ],
         plots=plot,
+        preflight=C.preflight,
     )
 )

@@ -248,5 +248,6 @@ register(
             ),
         ],  # fmt: skip
         plots=plot,
+        preflight=C.preflight,
     )
 )
