@@ -156,7 +156,7 @@ def test_missing_extras_are_named(monkeypatch, tmp_path):
         (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / f).write_text("{}", encoding="utf-8")
     monkeypatch.setitem(sys.modules, "transformers", None)
-    with pytest.raises(AlignlabError, match=r"pip install 'alignlab\[hf\]'"):
+    with pytest.raises(AlignlabError, match=r"pip install 'alignlab\[lang\]'"):
         M.MiniLM(tmp_path)
     (tmp_path / "model.safetensors").unlink()
     with pytest.raises(AlignlabError, match="lacks model.safetensors"):
