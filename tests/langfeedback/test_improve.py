@@ -167,3 +167,24 @@ def test_bad_inputs_give_one_error_listing_the_valid_values():
         improve.run_trials(phi, feats, missing, rng=rng)
     with pytest.raises(AlignlabError, match="same N"):
         improve.run_trials(phi, feats[:-1], utt, rng=rng)
+
+
+def test_the_arms_meet_the_same_users(monkeypatch):
+    """The method and its controls are paired: the same seed gives the same true weights, in
+    the same order, whatever the arm."""
+    phi, feats, utt = perfect_latent()
+    drawn = {}
+    real = improve.true_weights
+
+    for arm in (None, "random_utterance", "random_trajectory"):
+        record = []
+        monkeypatch.setattr(
+            improve, "true_weights", lambda rng, n, r=record: r.append(real(rng, n)) or r[-1]
+        )
+        improve.run_trials(
+            phi, feats, utt, rng=np.random.default_rng(7), n_trials=5, n_iter=2, control=arm
+        )
+        drawn[arm] = np.stack(record)
+    assert np.array_equal(drawn[None], drawn["random_utterance"])
+    assert np.array_equal(drawn[None], drawn["random_trajectory"])
+    assert len(np.unique(drawn[None][:, 0])) == 5  # each trial its own user
