@@ -59,31 +59,25 @@ FORMAT = "alignlab.langfeedback.utterances"
 VERSION = 1
 
 
-def check_feature(feature: str) -> str:
-    if feature not in FEATURES:
+def _check(value: str, valid: tuple[str, ...], what: str, plural: str) -> str:
+    if value not in valid:
         raise AlignlabError(
-            f"Unknown feature {feature!r}; valid features: {', '.join(FEATURES)}."
-            + did_you_mean(str(feature), FEATURES)
+            f"Unknown {what} {value!r}; valid {plural}: {', '.join(valid)}."
+            + did_you_mean(str(value), valid)
         )
-    return feature
+    return value
+
+
+def check_feature(feature: str) -> str:
+    return _check(feature, FEATURES, "feature", "features")
 
 
 def check_class(name: str) -> str:
-    if name not in CLASSES:
-        raise AlignlabError(
-            f"Unknown utterance class {name!r}; valid classes: {', '.join(CLASSES)}."
-            + did_you_mean(str(name), CLASSES)
-        )
-    return name
+    return _check(name, CLASSES, "utterance class", "classes")
 
 
 def check_split(name: str) -> str:
-    if name not in SPLITS:
-        raise AlignlabError(
-            f"Unknown utterance split {name!r}; valid splits: {', '.join(SPLITS)}."
-            + did_you_mean(str(name), SPLITS)
-        )
-    return name
+    return _check(name, SPLITS, "utterance split", "splits")
 
 
 def class_of(feature: str, direction: int | str) -> str:
