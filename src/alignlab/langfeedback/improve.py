@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from alignlab.core.errors import AlignlabError, did_you_mean
+from alignlab.core.errors import AlignlabError, check_choice
 from alignlab.langfeedback.user import (
     UtteranceEmbeddings,
     check_mode,
@@ -51,10 +51,7 @@ CONTROLS = (None, "random_utterance", "random_trajectory")
 
 
 def _check_choice(name: str, value: object, valid: tuple) -> None:
-    if value not in valid:
-        shown = ", ".join("None" if v is None else v for v in valid)
-        hint = did_you_mean(str(value), [v for v in valid if v is not None])
-        raise AlignlabError(f"unknown {name} {value!r}; valid: {shown}.{hint}")
+    check_choice(name, value, valid)
 
 
 def _check_pool(phi: np.ndarray, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

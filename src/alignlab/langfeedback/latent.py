@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from alignlab.core.config import param
-from alignlab.core.errors import AlignlabError
+from alignlab.core.errors import AlignlabError, check_choice
 
 LABEL_NOISE = ("none", "sigmoid")
 HIDDEN = 128
@@ -124,8 +124,7 @@ def sample_triplets(
     """n triplets over the rows of `feats` (N, K): (a, b, utterance index), ties dropped (so
     fewer than n may come back). The utterance is a random one of the triplet's class among
     `utt_class` (the class index of each available utterance)."""
-    if label_noise not in LABEL_NOISE:
-        raise AlignlabError(f"unknown label_noise {label_noise!r}; valid: {', '.join(LABEL_NOISE)}")
+    check_choice("label_noise", label_noise, LABEL_NOISE)
     N, K = feats.shape
     a = rng.integers(0, N, n)
     b = rng.integers(0, N, n)

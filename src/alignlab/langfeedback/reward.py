@@ -58,7 +58,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from alignlab.core.errors import AlignlabError, did_you_mean
+from alignlab.core.errors import AlignlabError, check_choice
 from alignlab.core.resources import torch_threads
 from alignlab.langfeedback.user import (
     UtteranceEmbeddings,
@@ -84,11 +84,7 @@ CURVES = ("ce", "pearson", "reward", "w_norm")
 
 
 def _check(name: str, value: object, valid: Iterable[str]) -> None:
-    valid = tuple(valid)
-    if value not in valid:
-        raise AlignlabError(
-            f"unknown {name} {value!r}; valid: {', '.join(valid)}.{did_you_mean(str(value), valid)}"
-        )
+    check_choice(name, value, valid)
 
 
 # ---------------------------------------------------------------------------------- losses

@@ -34,7 +34,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from alignlab.core.errors import AlignlabError, did_you_mean
+from alignlab.core.errors import AlignlabError, check_choice
 
 FEATURE_NAMES = ("gt_reward", "speed", "height", "distance_to_bottle", "distance_to_cube")
 N_FEATURES = len(FEATURE_NAMES)
@@ -54,11 +54,7 @@ def utterance_classes(n_features: int = N_FEATURES) -> list[UtteranceClass]:
 
 def check_mode(mode: str) -> str:
     """`mode` itself, or one AlignlabError listing the valid modes."""
-    if mode not in MODES:
-        raise AlignlabError(
-            f"unknown user mode {mode!r}; valid: {', '.join(MODES)}.{did_you_mean(str(mode), MODES)}"
-        )
-    return mode
+    return check_choice("user mode", mode, MODES)
 
 
 def check_utterances(

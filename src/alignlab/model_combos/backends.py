@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alignlab.core.errors import AlignlabError, did_you_mean
+from alignlab.core.errors import AlignlabError, check_choice
 from alignlab.llm.base import ChatModel
 
 BACKENDS = ("openai", "hf", "tiny")
@@ -24,11 +24,7 @@ def chat_model(
 ) -> ChatModel:
     """A `ChatModel` for `role` ('frontier' or 'weak') from the named backend; `path` is the
     model folder of the local backends."""
-    if backend not in BACKENDS:
-        raise AlignlabError(
-            f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}"
-            f"{did_you_mean(backend, BACKENDS)}"
-        )
+    check_choice("backend", backend, BACKENDS)
     if backend == "openai":
         from alignlab.llm import OpenAICompatible
 

@@ -64,12 +64,9 @@ FAMILIES = ("chains", "canary_code", "flag_script", "tailored_message")
 def make_family(name: str, **options: Any) -> Family:
     """The family called `name` (`FAMILIES`), built with its options, or one error listing
     the valid names."""
-    from alignlab.core.errors import AlignlabError, did_you_mean
+    from alignlab.core.errors import check_choice
 
-    if name not in FAMILIES:
-        raise AlignlabError(
-            f"unknown family {name!r}; valid: {', '.join(FAMILIES)}{did_you_mean(name, FAMILIES)}"
-        )
+    check_choice("family", name, FAMILIES)
     if name == "chains":
         from alignlab.model_combos.chains import ChainFamily
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from alignlab.core.errors import AlignlabError, did_you_mean
+from alignlab.core.errors import AlignlabError, check_choice
 from alignlab.core.io import atomic_write_text
 from alignlab.llm.base import ChatModel
 from alignlab.model_combos.family import Family
@@ -62,10 +62,7 @@ class Episode:
 
 
 def check_method(method: str) -> None:
-    if method not in METHODS:
-        raise AlignlabError(
-            f"unknown method {method!r}; valid: {', '.join(METHODS)}{did_you_mean(method, METHODS)}"
-        )
+    check_choice("method", method, METHODS)
 
 
 def _messages(prompt: str, policy: str | None) -> list[dict[str, str]]:
