@@ -6,6 +6,7 @@ import pytest
 
 from alignlab.core.errors import AlignlabError
 from alignlab.langfeedback import utterances as U
+from alignlab.langfeedback import world as W
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def test_ten_classes_and_their_names():
 
 
 def test_templates_are_the_originals_thirty(splits):
-    assert sum(len(t) for t in U.TEMPLATES.values()) == 30
+    assert sum(len(U.TEMPLATES[c]) for c in U.CLASSES) == 30
     assert U.TEMPLATES["speed+"] == (
         "Move faster.",
         "Move quicker.",
@@ -45,8 +46,8 @@ def test_templates_are_the_originals_thirty(splits):
     assert "Move more nearby to the bottle." in U.TEMPLATES["distance_to_bottle-"]
     assert "Move farther from the cube." in U.TEMPLATES["distance_to_cube+"]
     assert U.TEMPLATES["gt_reward-"] == ("Lift the cube worse.", "Lift the cube not as well.")
-    for c, templates in U.TEMPLATES.items():
-        assert set(templates) <= set(splits.get("train", c))
+    for c in U.CLASSES:
+        assert set(U.TEMPLATES[c]) <= set(splits.get("train", c))
 
 
 def test_grid_of_verb_phrases_and_frames():
@@ -190,3 +191,39 @@ def test_lookups_name_valid_values(splits):
         splits.get("train", "sped+")
     with pytest.raises(AlignlabError, match="non-negative integer"):
         U.build_splits(-1)
+
+
+@pytest.mark.parametrize("features", [W.FEATURE_SETS["rich"], U.METAWORLD_FEATURES])
+def test_other_feature_sets_have_full_vocabularies(features):
+    """The richer world's ten features and Meta-World's three: every class has templates,
+    10 verb phrases x the frames, 2 stress verb phrases; splits 80/10/10, disjoint (`validate`
+    rejects a sentence in two places), stress wording unseen; the paper's five split as before."""
+    sp = U.build_splits(0, features)
+    assert sp.classes == U.classes_of(features) and len(sp.classes) == 2 * len(features)
+    for c in sp.classes:
+        assert U.TEMPLATES[c] and len(U.VERB_PHRASES[c]) == 10
+        assert len(U.STRESS_VERB_PHRASES[c]) == 2
+        assert len(sp.get("val", c)) == len(sp.get("test", c)) == 10
+        assert len(sp.get("train", c)) == 80 + len(U.TEMPLATES[c])
+    train_text = " ".join(_low(s) for s in sp.sentences("train"))
+    for c in sp.classes:
+        for vp in U.STRESS_VERB_PHRASES[c]:
+            assert vp.lower() not in train_text
+    paper = U.build_splits(0)
+    assert [paper.get("test", c) for c in U.CLASSES] == [
+        U.build_splits(0, U.FEATURES).get("test", c) for c in U.CLASSES
+    ]
+
+
+def test_feature_sets_round_trip_and_reject_unknown(tmp_path):
+    sp = U.build_splits(1, U.METAWORLD_FEATURES)
+    back = U.UtteranceSplits.load(sp.save(tmp_path / "mw.json"))
+    assert back.features == U.METAWORLD_FEATURES and back.sentences() == sp.sentences()
+    with pytest.raises(AlignlabError, match="Unknown feature 'hight'.*valid features"):
+        U.build_splits(0, ("hight",))
+    with pytest.raises(AlignlabError, match="repeat"):
+        U.build_splits(0, ("height", "height"))
+    with pytest.raises(AlignlabError, match="missing class 'speed\\+'"):
+        U.UtteranceSplits(sp.to_dict()["splits"], features=U.METAWORLD_FEATURES + ("speed",))
+    with pytest.raises(AlignlabError, match="Unknown utterance class 'height\\+'"):
+        U.UtteranceSplits(sp.to_dict()["splits"], features=("velocity", "distance"))

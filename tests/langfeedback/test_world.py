@@ -235,3 +235,37 @@ def test_quick_pool_of_1300_has_varied_features():
     assert (f.std(axis=0) > 0.03).all()
     corr = np.corrcoef(f.T)
     assert np.abs(corr[np.triu_indices(len(FEATURES), 1)]).max() < 0.85
+
+
+def test_rich_features_on_a_hand_built_trajectory():
+    """The richer world's five extra features, worked by hand: the ee rises then falls, pauses
+    for two steps, passes the bottle and ends at a known distance from the cube."""
+    from alignlab.langfeedback.world import FEATURE_SETS, NEAR_BOTTLE, STILL_SPEED
+
+    z = np.array([0.9, 1.0, 1.1, 1.1, 1.1, 0.95])
+    x = np.array([0.0, 0.1, 0.2, 0.2, 0.2, 0.3])
+    ee = np.stack([x, np.zeros(6), z], axis=1)
+    vel = np.zeros((6, 3))
+    vel[1:] = np.diff(ee, axis=0) / CFG.dt
+    cube, bottle = np.array([0.3, 0.1, 0.82]), np.array([0.2, 0.0, 1.0])
+    traj = hand_built(ee, cube, bottle, vel=vel)
+    traj.states[0, :, GRIPPER] = [1, 1, 0.5, 0, 0, 1]
+    f = features(traj, feature_set="rich")[0]
+    names = FEATURE_SETS["rich"]
+    assert f.shape == (10,) and names[:5] == FEATURES
+    np.testing.assert_array_equal(f[:5], features(traj)[0])
+    speed = np.linalg.norm(vel, axis=1)
+    d_bottle = np.linalg.norm(bottle - ee, axis=1)
+    expect = {
+        "gripper_opening": 3.5 / 6,
+        "max_height": 1.1,
+        "time_still": (speed < STILL_SPEED).mean(),
+        "time_near_bottle": (d_bottle < NEAR_BOTTLE).mean(),
+        "final_distance_to_cube": np.linalg.norm(cube - ee[-1]),
+    }
+    assert expect["time_still"] == 3 / 6  # t = 0 and the two pauses
+    assert 0 < expect["time_near_bottle"] < 1
+    for name, value in expect.items():
+        assert f[names.index(name)] == pytest.approx(value, abs=1e-6), name
+    with pytest.raises(AlignlabError, match="unknown feature set 'rch'; valid: paper, rich"):
+        features(traj, feature_set="rch")

@@ -41,15 +41,29 @@ import numpy as np
 
 from alignlab.core.errors import AlignlabError, did_you_mean
 from alignlab.core.io import atomic_write_json
-from alignlab.langfeedback.world import FEATURES
+from alignlab.langfeedback.world import EXTRA_FEATURES, FEATURES
+
+#: The Meta-World features (the paper's `mw_feature_aspects`, `pref_learning/utils.py`): the
+#: hand's height, its velocity and its distance to the button.
+METAWORLD_FEATURES = ("height", "velocity", "distance")
 
 #: Direction of a class: +1 the feature should be greater in the improved trajectory, -1 less.
 DIRECTIONS = (1, -1)
 _SIGN = {1: "+", -1: "-"}
 _DIRECTION_NAMES = {"greater": 1, "less": -1, "+": 1, "-": -1}
 
-#: The 10 classes, in order: each feature, greater then less.
-CLASSES = tuple(f"{f}{_SIGN[d]}" for f in FEATURES for d in DIRECTIONS)
+
+def classes_of(features: tuple[str, ...]) -> tuple[str, ...]:
+    """The classes of a feature tuple, in order: each feature, greater then less."""
+    return tuple(f"{f}{_SIGN[d]}" for f in features for d in DIRECTIONS)
+
+
+#: The 10 classes of the paper's five features, in order: each feature, greater then less.
+CLASSES = classes_of(FEATURES)
+#: Every feature with a vocabulary: the paper's five, the richer world's five more
+#: (`world.EXTRA_FEATURES`) and Meta-World's three (`height` is shared).
+KNOWN_FEATURES = tuple(dict.fromkeys(FEATURES + EXTRA_FEATURES + METAWORLD_FEATURES))
+ALL_CLASSES = classes_of(KNOWN_FEATURES)
 
 SPLITS = ("train", "val", "test", "stress")
 #: Shares of the paraphrases of each class going to train / val / test.
@@ -69,11 +83,23 @@ def _check(value: str, valid: tuple[str, ...], what: str, plural: str) -> str:
 
 
 def check_feature(feature: str) -> str:
-    return _check(feature, FEATURES, "feature", "features")
+    return _check(feature, KNOWN_FEATURES, "feature", "features")
 
 
-def check_class(name: str) -> str:
-    return _check(name, CLASSES, "utterance class", "classes")
+def check_features(features) -> tuple[str, ...]:
+    """A non-empty tuple of distinct known features, or one error naming the problem."""
+    features = tuple(features)
+    if not features:
+        raise AlignlabError(f"No features given; valid features: {', '.join(KNOWN_FEATURES)}.")
+    for f in features:
+        check_feature(f)
+    if len(set(features)) != len(features):
+        raise AlignlabError(f"Features repeat in {features}.")
+    return features
+
+
+def check_class(name: str, classes: tuple[str, ...] = ALL_CLASSES) -> str:
+    return _check(name, classes, "utterance class", "classes")
 
 
 def check_split(name: str) -> str:
@@ -128,7 +154,26 @@ def _templates() -> dict[str, tuple[str, ...]]:
     for obj in ("bottle", "cube"):
         out[f"distance_to_{obj}+"] = tuple(f"Move {a} from the {obj}." for a in _ADJS["distance+"])
         out[f"distance_to_{obj}-"] = tuple(f"Move {a} to the {obj}." for a in _ADJS["distance-"])
-    return {c: out[c] for c in CLASSES}
+    # ours, in the same style, for the features the original has no templates for
+    out["velocity+"], out["velocity-"] = out["speed+"], out["speed-"]
+    out["distance+"] = tuple(f"Move {a} from the button." for a in _ADJS["distance+"])
+    out["distance-"] = tuple(f"Move {a} to the button." for a in _ADJS["distance-"])
+    out.update(_EXTRA_TEMPLATES)
+    return {c: out[c] for c in ALL_CLASSES}
+
+
+_EXTRA_TEMPLATES = {
+    "gripper_opening+": ("Keep the gripper more open.", "Open the gripper more."),
+    "gripper_opening-": ("Keep the gripper more closed.", "Close the gripper more."),
+    "max_height+": ("Reach a greater height.", "Reach higher at the top."),
+    "max_height-": ("Reach a lesser height.", "Reach lower at the top."),
+    "time_still+": ("Pause more.", "Stay still longer."),
+    "time_still-": ("Pause less.", "Stay still less."),
+    "time_near_bottle+": ("Spend more time near the bottle.",),
+    "time_near_bottle-": ("Spend less time near the bottle.",),
+    "final_distance_to_cube+": ("End further from the cube.", "Finish farther from the cube."),
+    "final_distance_to_cube-": ("End closer to the cube.", "Finish nearer to the cube."),
+}
 
 
 #: The official code's 30 templates, by class.
@@ -259,7 +304,138 @@ VERB_PHRASES: dict[str, tuple[str, ...]] = {
     "distance_to_bottle-": _toward("bottle"),
     "distance_to_cube+": _away("cube"),
     "distance_to_cube-": _toward("cube"),
+    # the richer world's features (ours; `world.EXTRA_FEATURES`)
+    "gripper_opening+": (
+        "keep the gripper open longer",
+        "open the gripper wider",
+        "leave the fingers apart more",
+        "hold the gripper open more of the time",
+        "spend more time with the gripper open",
+        "close the gripper less",
+        "keep your fingers spread",
+        "avoid clamping the gripper shut",
+        "keep the claw open more",
+        "open your hand more",
+    ),
+    "gripper_opening-": (
+        "keep the gripper closed longer",
+        "close the gripper sooner",
+        "keep the fingers together more",
+        "hold the gripper shut more of the time",
+        "spend more time with the gripper closed",
+        "open the gripper less",
+        "keep your fingers clamped",
+        "shut the gripper earlier",
+        "keep the claw closed more",
+        "close your hand more",
+    ),
+    "max_height+": (
+        "reach a higher peak",
+        "climb higher at some point",
+        "get higher at the top of the motion",
+        "rise to a greater maximum height",
+        "go higher at your highest point",
+        "peak higher",
+        "reach further up at least once",
+        "top out higher",
+        "make your highest point higher",
+        "lift up higher at the peak",
+    ),
+    "max_height-": (
+        "reach a lower peak",
+        "never climb as high",
+        "stay lower at the top of the motion",
+        "rise to a smaller maximum height",
+        "go less high at your highest point",
+        "peak lower",
+        "never reach as far up",
+        "top out lower",
+        "make your highest point lower",
+        "keep the peak of the motion lower",
+    ),
+    "time_still+": (
+        "pause more often",
+        "stand still for longer",
+        "hold still more",
+        "spend more time not moving",
+        "wait in place longer",
+        "stop and rest more",
+        "linger in place more",
+        "take longer pauses",
+        "stay motionless longer",
+        "halt for longer",
+    ),
+    "time_still-": (
+        "pause less often",
+        "stand still for less time",
+        "keep moving",
+        "spend less time not moving",
+        "wait in place less",
+        "stop less",
+        "avoid lingering in place",
+        "take shorter pauses",
+        "never stay motionless for long",
+        "keep in motion more",
+    ),
+    "time_near_bottle+": (
+        "spend more time around the bottle",
+        "linger near the bottle",
+        "stay by the bottle longer",
+        "hang around the bottle more",
+        "spend longer close to the bottle",
+        "keep near the bottle for more of the time",
+        "remain beside the bottle longer",
+        "spend more of the motion near the bottle",
+        "dwell by the bottle",
+        "stay in the bottle's vicinity longer",
+    ),
+    "time_near_bottle-": (
+        "spend less time around the bottle",
+        "pass by the bottle quickly",
+        "stay by the bottle for less time",
+        "hang around the bottle less",
+        "spend less time close to the bottle",
+        "keep near the bottle for less of the time",
+        "leave the bottle's side sooner",
+        "spend less of the motion near the bottle",
+        "avoid dwelling by the bottle",
+        "stay in the bottle's vicinity briefly",
+    ),
+    "final_distance_to_cube+": (
+        "end up further from the cube",
+        "finish away from the cube",
+        "stop farther from the cube",
+        "end the motion far from the cube",
+        "finish at a distance from the cube",
+        "end with more space to the cube",
+        "come to rest away from the cube",
+        "wind up further from the cube",
+        "finish the task far from the cube",
+        "end more distant from the cube",
+    ),
+    "final_distance_to_cube-": (
+        "end up closer to the cube",
+        "finish by the cube",
+        "stop nearer to the cube",
+        "end the motion near the cube",
+        "finish right at the cube",
+        "end with less space to the cube",
+        "come to rest next to the cube",
+        "wind up closer to the cube",
+        "finish the task near the cube",
+        "end less distant from the cube",
+    ),
 }
+# Meta-World's features (`METAWORLD_FEATURES`): its velocity is said like speed, its distance
+# is to the button
+VERB_PHRASES.update(
+    {
+        "velocity+": VERB_PHRASES["speed+"],
+        "velocity-": VERB_PHRASES["speed-"],
+        "distance+": _away("button"),
+        "distance-": _toward("button"),
+    }
+)
 
 #: 2 more verb phrases per class, whose sentences appear only in the stress split.
 STRESS_VERB_PHRASES: dict[str, tuple[str, ...]] = {
@@ -273,6 +449,20 @@ STRESS_VERB_PHRASES: dict[str, tuple[str, ...]] = {
     "distance_to_bottle-": ("sidle up to the bottle", "draw near the bottle"),
     "distance_to_cube+": ("keep out of the cube's way", "retreat from the cube"),
     "distance_to_cube-": ("sidle up to the cube", "draw near the cube"),
+    "gripper_opening+": ("let the jaws hang open", "unclench the gripper"),
+    "gripper_opening-": ("pinch the jaws together", "clench the gripper"),
+    "max_height+": ("soar higher at the summit", "crest higher"),
+    "max_height-": ("cap your altitude lower", "crest lower"),
+    "time_still+": ("idle more", "freeze in place more"),
+    "time_still-": ("idle less", "be on the go constantly"),
+    "time_near_bottle+": ("loiter by the bottle", "keep the bottle company"),
+    "time_near_bottle-": ("zip past the bottle", "make your visit to the bottle brief"),
+    "final_distance_to_cube+": ("park away from the cube", "settle far from the cube"),
+    "final_distance_to_cube-": ("park beside the cube", "settle next to the cube"),
+    "velocity+": ("get a move on", "step on it"),
+    "velocity-": ("dial back the speed", "move at a leisurely rate"),
+    "distance+": ("keep out of the button's way", "retreat from the button"),
+    "distance-": ("sidle up to the button", "draw near the button"),
 }
 
 
@@ -299,26 +489,33 @@ def _norm(sentence: str) -> str:
 
 @dataclass
 class UtteranceSplits:
-    """`splits[split][class]`: the sentences of each class in each of `SPLITS`."""
+    """`splits[split][class]`: the sentences of each class of `features` (the paper's five by
+    default) in each of `SPLITS`."""
 
     splits: dict[str, dict[str, list[str]]]
     seed: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    features: tuple[str, ...] = FEATURES
 
     def __post_init__(self) -> None:
-        validate(self.splits)
+        self.features = check_features(self.features)
+        validate(self.splits, self.features)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return classes_of(self.features)
 
     def get(self, split: str, cls: str) -> list[str]:
-        return self.splits[check_split(split)][check_class(cls)]
+        return self.splits[check_split(split)][check_class(cls, self.classes)]
 
     def sentences(self, split: str | None = None) -> list[str]:
         """All sentences of a split (of every split if None), class by class."""
         names = SPLITS if split is None else (check_split(split),)
-        return [s for n in names for c in CLASSES for s in self.splits[n][c]]
+        return [s for n in names for c in self.classes for s in self.splits[n][c]]
 
     def labelled(self, split: str) -> list[tuple[str, str]]:
         """(sentence, class) pairs of a split."""
-        return [(s, c) for c in CLASSES for s in self.splits[check_split(split)][c]]
+        return [(s, c) for c in self.classes for s in self.splits[check_split(split)][c]]
 
     def counts(self) -> dict[str, int]:
         return {n: sum(len(v) for v in self.splits[n].values()) for n in SPLITS}
@@ -329,7 +526,8 @@ class UtteranceSplits:
             "version": VERSION,
             "seed": self.seed,
             "meta": self.meta,
-            "splits": {n: {c: list(self.splits[n][c]) for c in CLASSES} for n in SPLITS},
+            "features": list(self.features),
+            "splits": {n: {c: list(self.splits[n][c]) for c in self.classes} for n in SPLITS},
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -358,16 +556,25 @@ class UtteranceSplits:
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             raise AlignlabError(f"Utterance file {path}: 'seed' must be an integer or null.")
         meta = data.get("meta") or {}
+        features = data.get("features", list(FEATURES))
+        if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+            raise AlignlabError(f"Utterance file {path}: 'features' must be a list of names.")
         try:
-            return cls(data["splits"], seed=seed, meta=meta if isinstance(meta, dict) else {})
+            return cls(
+                data["splits"],
+                seed=seed,
+                meta=meta if isinstance(meta, dict) else {},
+                features=tuple(features),
+            )
         except AlignlabError as e:
             raise AlignlabError(f"Utterance file {path}: {e}") from None
 
 
-def validate(splits: Any) -> None:
+def validate(splits: Any, features: tuple[str, ...] = FEATURES) -> None:
     """One `AlignlabError` for the first problem: an unknown or missing split, an unknown or
-    missing class, an empty split or class, a non-string or blank sentence, or a sentence in
-    two places (compared uncased, as the encoder sees it)."""
+    missing class (of `features`), an empty split or class, a non-string or blank sentence,
+    or a sentence in two places (compared uncased, as the encoder sees it)."""
+    classes = classes_of(check_features(features))
     if not isinstance(splits, dict):
         raise AlignlabError(
             f"splits must be an object {{split: {{class: [sentences]}}}}, got {type(splits).__name__}."
@@ -382,12 +589,12 @@ def validate(splits: Any) -> None:
             raise AlignlabError(f"Split {name!r} must be an object {{class: [sentences]}}.")
         for c in by_class:
             try:
-                check_class(c)
+                check_class(c, classes)
             except AlignlabError as e:
                 raise AlignlabError(f"Split {name!r}: {e}") from None
-        if not any(by_class.get(c) for c in CLASSES):
+        if not any(by_class.get(c) for c in classes):
             raise AlignlabError(f"Split {name!r} is empty.")
-        for c in CLASSES:
+        for c in classes:
             if c not in by_class:
                 raise AlignlabError(f"Split {name!r} is missing class {c!r}.")
             items = by_class[c]
@@ -402,7 +609,7 @@ def validate(splits: Any) -> None:
                     )
     seen: dict[str, tuple[str, str]] = {}
     for name in SPLITS:
-        for c in CLASSES:
+        for c in classes:
             for s in splits[name][c]:
                 key = _norm(s)
                 if key in seen:
@@ -417,14 +624,16 @@ def validate(splits: Any) -> None:
                 seen[key] = (name, c)
 
 
-def build_splits(seed: int = 0) -> UtteranceSplits:
-    """The templates and paraphrases split 80/10/10 within each class by a seeded shuffle
-    (templates to train), and the stress split. Each split's sentences keep their generation
-    order; the same seed gives the same splits."""
+def build_splits(seed: int = 0, features: tuple[str, ...] = FEATURES) -> UtteranceSplits:
+    """The templates and paraphrases of the classes of `features` (the paper's five by
+    default) split 80/10/10 within each class by a seeded shuffle (templates to train), and the
+    stress split. Each split's sentences keep their generation order; the same seed and
+    features give the same splits (the i-th class of `features` is shuffled with (seed, i))."""
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise AlignlabError(f"seed must be a non-negative integer, got {seed!r}.")
+    features = check_features(features)
     splits: dict[str, dict[str, list[str]]] = {n: {} for n in SPLITS}
-    for i, c in enumerate(CLASSES):
+    for i, c in enumerate(classes_of(features)):
         para = paraphrases(c)
         n = len(para)
         n_val = round(FRACTIONS[1] * n)
@@ -437,4 +646,4 @@ def build_splits(seed: int = 0) -> UtteranceSplits:
         splits["val"][c] = [para[j] for j in val]
         splits["test"][c] = [para[j] for j in test]
         splits["stress"][c] = paraphrases(c, stress=True)
-    return UtteranceSplits(splits, seed=seed, meta={"frames": len(FRAMES)})
+    return UtteranceSplits(splits, seed=seed, meta={"frames": len(FRAMES)}, features=features)

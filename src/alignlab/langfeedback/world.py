@@ -65,8 +65,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from alignlab.core.config import ConfigError, param, validate
+from alignlab.core.errors import check_choice
 
 FEATURES = ("gt_reward", "speed", "height", "distance_to_bottle", "distance_to_cube")
+#: Five more features, for the study of richer worlds (`FEATURE_SETS["rich"]`): one linear in the
+#: state like the paper's (the gripper's opening) and four that are not means of a linear
+#: function of the state (a maximum, a norm of differences, a threshold share, a final value).
+EXTRA_FEATURES = (
+    "gripper_opening", "max_height", "time_still", "time_near_bottle", "final_distance_to_cube",
+)  # fmt: skip
+#: Named feature sets: the paper's five, and the paper's five followed by the extra five.
+FEATURE_SETS = {"paper": FEATURES, "rich": FEATURES + EXTRA_FEATURES}
+#: Within this distance (m) of the bottle's centre the ee counts as near it (`time_near_bottle`).
+NEAR_BOTTLE = 0.15
+#: Below this speed (m/s) the ee counts as still (`time_still`).
+STILL_SPEED = 0.02
 STATE_DIM = 20
 ACTION_DIM = 4
 OBS_DIM = STATE_DIM + ACTION_DIM
@@ -414,8 +427,11 @@ def step_features(traj: Trajectories, cfg: WorldConfig | None = None) -> np.ndar
     return np.stack([gt, _norm(s[..., EE_VEL]), ee[..., 2], d_bottle, d_cube], axis=-1)
 
 
-def features(traj: Trajectories, cfg: WorldConfig | None = None) -> np.ndarray:
-    """(N, 5) float64, the paper's five features (`data/utils.py`), each a mean over time:
+def features(
+    traj: Trajectories, cfg: WorldConfig | None = None, feature_set: str = "paper"
+) -> np.ndarray:
+    """(N, K) float64, the features of `FEATURE_SETS[feature_set]`. The paper's five
+    (`data/utils.py`; K = 5 by default) are each a mean over time:
 
     - `gt_reward`: robosuite Lift's shaped reward, 2.25 while the cube is lifted, else
       1 − tanh(10·d_cube) + 0.25·grasp;
@@ -424,5 +440,35 @@ def features(traj: Trajectories, cfg: WorldConfig | None = None) -> np.ndarray:
     - `distance_to_bottle`: ‖bottle − ee‖;
     - `distance_to_cube`: ‖cube − ee‖ (d_cube).
 
+    `"rich"` appends `EXTRA_FEATURES` (K = 10), ours, for the study of richer worlds:
+
+    - `gripper_opening`: the mean gripper opening (1 open, 0 closed);
+    - `max_height`: the ee's highest absolute z over the trajectory;
+    - `time_still`: the share of steps with ‖v_ee‖ < `STILL_SPEED` (pauses and dwells);
+    - `time_near_bottle`: the share of steps with ‖bottle − ee‖ < `NEAR_BOTTLE`;
+    - `final_distance_to_cube`: ‖cube − ee‖ at the last step.
+
     `cfg` gives the table height, cube size and lift threshold (default `WorldConfig()`)."""
-    return step_features(traj, cfg).mean(axis=1)
+    check_feature_set(feature_set)
+    cfg = WorldConfig() if cfg is None else cfg
+    per_step = step_features(traj, cfg)
+    base = per_step.mean(axis=1)
+    if feature_set == "paper":
+        return base
+    s = traj.states.astype(np.float64)
+    extra = np.stack(
+        [
+            s[..., GRIPPER].mean(axis=1),
+            s[..., EE_POS.stop - 1].max(axis=1),
+            (per_step[..., 1] < STILL_SPEED).mean(axis=1),
+            (per_step[..., 3] < NEAR_BOTTLE).mean(axis=1),
+            per_step[:, -1, 4],
+        ],
+        axis=-1,
+    )
+    return np.concatenate([base, extra], axis=-1)
+
+
+def check_feature_set(name: str) -> str:
+    """`name`, or one error listing the feature sets."""
+    return check_choice("feature set", name, tuple(FEATURE_SETS))
