@@ -1,7 +1,14 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
+
+# Meta-World runs in its own venv (it pins MuJoCo 3.3.0); `make setup` builds .venv-mw and
+# `make test` names it. Running pytest directly finds the same one.
+_MW = Path(__file__).resolve().parents[1] / ".venv-mw" / "bin" / "python"
+if "ALIGNLAB_METAWORLD_PYTHON" not in os.environ and _MW.exists():
+    os.environ["ALIGNLAB_METAWORLD_PYTHON"] = str(_MW)
 
 
 @pytest.fixture
