@@ -77,6 +77,17 @@ PROTOCOLS = ("paper", "tuned")
 LABELS = ("deterministic", "boltzmann")
 SCALINGS = ("zscore", "minmax")
 PAPER_LR = {"language": 0.01, "comparisons": 0.008}
+#: The learning rates of the official Meta-World curves (`plots/plot_pref_learning.py` loads
+#: `lang_noisy_lr_0.006_…_lang_pref` and `comp_noisy_lr_0.0006_…`).
+PAPER_LR_METAWORLD = {"language": 0.006, "comparisons": 0.0006}
+
+
+def paper_lr(world: str = "reach_lift") -> dict[str, float]:
+    """The paper protocol's learning rates for a world: Meta-World's, or robosuite's (which
+    our reach-lift world stands in for)."""
+    return PAPER_LR_METAWORLD if world == "metaworld" else PAPER_LR
+
+
 LR_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 N_OTHER = 20
 W0_STD = 1e-3

@@ -22,13 +22,19 @@ from alignlab.core.cache import artifact_dir, cached_folder, content_key, is_com
 from alignlab.core.config import ConfigError, param
 from alignlab.core.errors import AlignlabError
 from alignlab.core.io import atomic_write_json, read_json
-from alignlab.core.seeding import generator
+from alignlab.core.seeding import generator, int_seed
 from alignlab.core.units import run_units
 from alignlab.langfeedback import latent as L
+from alignlab.langfeedback import metaworld as MW
 from alignlab.langfeedback import world as W
-from alignlab.langfeedback.utterances import CLASSES, UtteranceSplits, build_splits
+from alignlab.langfeedback.utterances import METAWORLD_FEATURES, UtteranceSplits, build_splits
 
-STAGE2_MODES = ("adapter", "none")
+STAGE2_MODES = ("adapter", "finetune", "none")
+#: Where the trajectories come from: our simulated reach-lift world (`world.py`, the stand-in
+#: for the paper's robosuite pools) or Meta-World's button press (`metaworld.py`).
+SOURCES = ("reach_lift", "metaworld")
+#: stage 2's finetuned-MiniLM embeddings of every utterance split (stage2_mode finetune)
+LANGUAGE_FILE = "language.safetensors"
 LATENT_VERSION = 1  # bump when a change to the data or the training changes the weights
 
 
@@ -36,11 +42,28 @@ LATENT_VERSION = 1  # bump when a change to the data or the training changes the
 class DataConfig:
     """The trajectory pool and the utterances."""
 
+    source: str = param(
+        "reach_lift", choices=SOURCES, help="reach_lift: world.py; metaworld: button press"
+    )
     world: W.WorldConfig = param(factory=W.WorldConfig, help="the simulated reach-lift world")
+    metaworld: MW.MetaWorldConfig = param(
+        factory=MW.MetaWorldConfig, help="Meta-World's perturbed button press (source metaworld)"
+    )
+    feature_set: str = param(
+        "paper",
+        choices=tuple(W.FEATURE_SETS),
+        help="reach_lift only. paper: the paper's 5 features; rich: 10 (the richer world)",
+    )
     n_train: int = param(1000, ge=2, help="training trajectories")
     n_val: int = param(100, ge=2, help="validation trajectories (the checkpoint rule)")
     n_test: int = param(200, ge=2, help="test trajectories (accuracy, improvement, metrics)")
     utterance_seed: int = param(0, ge=0, help="seed of the 80/10/10 utterance split")
+
+    def validate(self) -> None:
+        if self.source == "metaworld" and self.feature_set != "paper":
+            raise ConfigError(
+                "feature_set", "must be 'paper' with source 'metaworld' (its 3 features)"
+            )
 
 
 @dataclass
@@ -54,7 +77,12 @@ class LatentConfig:
         help="stage 2: the residual adapter trained with Φ",
     )
     stage2_mode: str = param(
-        "adapter", choices=STAGE2_MODES, help="adapter: e + W2 relu(W1 e); none: stage 1 only"
+        "adapter",
+        choices=STAGE2_MODES,
+        help="adapter: e + W2 relu(W1 e); finetune: all of MiniLM (the paper's); none: stage 1",
+    )
+    lm_lr: float = param(
+        1e-4, gt=0, help="MiniLM's peak lr in stage 2 with stage2_mode finetune (the paper's)"
     )
     label_noise: str = param("none", choices=L.LABEL_NOISE, help="triplet labels")
     n_encoders: int = param(3, ge=1, help="encoder seeds (units in parallel)")
@@ -74,12 +102,14 @@ def smoke_latent() -> LatentConfig:
 
 
 def paper_latent() -> LatentConfig:
-    """5,000 trajectories at T = 200, 20k steps per stage, 5 encoder seeds (for a GPU; the
-    paper finetunes all of MiniLM in stage 2, which this preset replaces by the adapter)."""
+    """5,000 trajectories at T = 200, 20k steps per stage, 5 encoder seeds, and stage 2
+    co-finetuning all of MiniLM at lr 1e-4 (Φ at 1e-3), the paper's design: for a GPU (a
+    finetuning step takes about 6 s on one CPU core)."""
     return LatentConfig(
         data=DataConfig(world=W.WorldConfig(horizon=200), n_train=4000, n_val=300, n_test=700),
         stage1=L.StageConfig(steps=20_000, eval_every=500),
         stage2=L.StageConfig(steps=20_000, lr=1e-3, eval_every=500),
+        stage2_mode="finetune",
         n_encoders=5,
     )
 
@@ -88,12 +118,13 @@ def paper_latent() -> LatentConfig:
 class Data:
     """The pool's splits (observations and features) and the utterances' embeddings."""
 
-    obs: dict[str, np.ndarray]  # split -> (n, T, 24) float32
-    feats: dict[str, np.ndarray]  # split -> (n, 5) float64
+    obs: dict[str, np.ndarray]  # split -> (n, T, obs_dim) float32
+    feats: dict[str, np.ndarray]  # split -> (n, K) float64, K = len(features)
     emb: dict[str, np.ndarray]  # utterance split -> (u, 384) float32
     cls: dict[str, np.ndarray]  # utterance split -> (u,) class index (2k + (direction < 0))
     sentences: dict[str, list[str]]
     utterances: UtteranceSplits
+    features: tuple[str, ...]  # the names of the K features
 
 
 _MEMO: dict[str, Data] = {}
@@ -108,11 +139,16 @@ def load_data(dc: DataConfig, seed: int) -> Data:
     if key in _MEMO:
         return _MEMO[key]
     n = dc.n_train + dc.n_val + dc.n_test
-    traj = W.generate(n, generator(seed, "langfeedback-world"), dc.world)
-    obs, feats = traj.observations(), W.features(traj, dc.world)
+    if dc.source == "metaworld":
+        pool = MW.generate(n, int_seed(seed, "langfeedback-metaworld") % 2**32, dc.metaworld)
+        obs, feats, names = pool.obs, pool.feats, METAWORLD_FEATURES
+    else:
+        traj = W.generate(n, generator(seed, "langfeedback-world"), dc.world)
+        obs, feats = traj.observations(), W.features(traj, dc.world, dc.feature_set)
+        names = W.FEATURE_SETS[dc.feature_set]
     cut = {"train": slice(0, dc.n_train), "val": slice(dc.n_train, dc.n_train + dc.n_val)}
     cut["test"] = slice(dc.n_train + dc.n_val, n)
-    utt = build_splits(dc.utterance_seed)
+    utt = build_splits(dc.utterance_seed, names)
     emb, cls, sentences = {}, {}, {}
     everything = utt.sentences()
     table = dict(zip(everything, embed(everything)))
@@ -120,7 +156,7 @@ def load_data(dc: DataConfig, seed: int) -> Data:
         pairs = utt.labelled(split)
         sentences[split] = [s for s, _ in pairs]
         emb[split] = np.stack([table[s] for s, _ in pairs]).astype(np.float32)
-        cls[split] = np.array([CLASSES.index(c) for _, c in pairs])
+        cls[split] = np.array([utt.classes.index(c) for _, c in pairs])
     data = Data(
         obs={k: obs[v] for k, v in cut.items()},
         feats={k: feats[v] for k, v in cut.items()},
@@ -128,6 +164,7 @@ def load_data(dc: DataConfig, seed: int) -> Data:
         cls=cls,
         sentences=sentences,
         utterances=utt,
+        features=names,
     )
     _MEMO[key] = data
     return data
@@ -168,10 +205,14 @@ def latent_key(lc: LatentConfig, seed: int, encoder: int, device: str = "cpu") -
 
 
 def preflight(cfg) -> None:
-    """The sentence encoder's packages (the `[lang]` extra), before anything is written."""
+    """The sentence encoder's packages (the `[lang]` extra) and, for a Meta-World pool, an
+    interpreter with Meta-World, before anything is written."""
     from alignlab.langfeedback.minilm import check_installed
 
     check_installed()
+    lc = _latent_of(cfg) if hasattr(cfg, "latent") or isinstance(cfg, LatentConfig) else None
+    if lc is not None and lc.data.source == "metaworld":
+        MW.check_available()
 
 
 def _models(obs: np.ndarray, mode: str) -> tuple[L.TrajEncoder, L.Adapter | None]:
@@ -199,10 +240,24 @@ def _train_unit(key: str, uctx) -> dict:
     s1 = L.train_stage(enc, None, *args, lc.stage1, rng, lc.label_noise, on_step=step, device=dev)
     stage1 = {k: v.clone() for k, v in enc.state_dict().items()}
     s2 = {"best_val_cos": s1["best_val_cos"], "val_cos": []}
+    tables = None
     if adapter is not None and lc.stage2.steps:
         s2 = L.train_stage(
             enc, adapter, *args, lc.stage2, rng, lc.label_noise, on_step=step, device=dev
         )
+    elif lc.stage2_mode == "finetune" and lc.stage2.steps:
+        from alignlab.langfeedback.minilm import MiniLMEncoder
+
+        lm = MiniLMEncoder()
+        side = L.Finetuned(lm, d.sentences["train"], d.sentences["val"])
+        s2 = L.train_stage(
+            enc, None, *args, lc.stage2, rng, lc.label_noise, on_step=step, device=dev,
+            language=side, lm_lr=lc.lm_lr,
+        )  # fmt: skip
+        # what the later experiments read: every split's sentences through the finetuned MiniLM
+        lm.eval()
+        with torch.no_grad():
+            tables = {f"emb.{k}": lm.bank(v).encode_all().float() for k, v in d.sentences.items()}
     info = {"encoder": i, "stage1": s1, "stage2": s2}
 
     def build(tmp: Path) -> None:
@@ -213,6 +268,8 @@ def _train_unit(key: str, uctx) -> dict:
         if adapter is not None:
             state.update({f"adapter.{k}": v for k, v in adapter.state_dict().items()})
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "stage2.safetensors"))
+        if tables is not None:
+            save_file({k: v.contiguous() for k, v in tables.items()}, str(tmp / LANGUAGE_FILE))
         atomic_write_json(tmp / "info.json", info)
 
     cached_folder("langfeedback-latent", folder.name, build)
@@ -226,12 +283,20 @@ def _latent_of(config) -> LatentConfig:
 
 @dataclass
 class Latent:
-    """One encoder seed's latent space: Φ after stage 1 and after stage 2, and the adapter."""
+    """One encoder seed's latent space: Φ after stage 1 and after stage 2, and stage 2's
+    language side: the adapter, or (finetune) every split's embeddings by the finetuned MiniLM."""
 
     stage1: L.TrajEncoder
     stage2: L.TrajEncoder
     adapter: L.Adapter | None
     info: dict
+    tables: dict[str, np.ndarray] | None = None
+
+    def embeddings(self, d: Data, split: str, stage: int = 2) -> np.ndarray:
+        """The utterance embeddings of `split` as stage `stage`'s language side gives them."""
+        if stage == 2 and self.tables is not None:
+            return self.tables[split]
+        return self.language(d.emb[split], stage)
 
     @torch.no_grad()
     def phi(self, obs: np.ndarray, stage: int = 2) -> np.ndarray:
@@ -240,6 +305,8 @@ class Latent:
 
     @torch.no_grad()
     def language(self, emb: np.ndarray, stage: int = 2) -> np.ndarray:
+        if stage == 2 and self.tables is not None:
+            raise AlignlabError("a finetuned MiniLM's embeddings come by split: use embeddings()")
         e = torch.as_tensor(emb, dtype=torch.float32)
         if stage == 2 and self.adapter is not None:
             e = self.adapter.eval()(e)
@@ -271,7 +338,11 @@ def get_latents(ctx, lc: LatentConfig) -> tuple[Data, list[Latent]]:
             adapter.load_state_dict(
                 {k[8:]: v for k, v in state.items() if k.startswith("adapter.")}
             )
-        out.append(Latent(s1, s2, adapter, read_json(folder / "info.json")))
+        tables = None
+        if (folder / LANGUAGE_FILE).exists():
+            t = load_file(str(folder / LANGUAGE_FILE))
+            tables = {k[4:]: v.numpy() for k, v in t.items()}
+        out.append(Latent(s1, s2, adapter, read_json(folder / "info.json"), tables))
     return d, out
 
 

@@ -53,7 +53,7 @@ def run(ctx) -> dict:
     with ctx.bar(len(latents) * len(I.ACCEPT) * len(ARMS), "improvement") as bar:
         for i, lat in enumerate(latents):
             phi = lat.phi(d.obs["test"])
-            utt = by_class(lat.language(d.emb["test"]), d.cls["test"])
+            utt = by_class(lat.embeddings(d, "test"), d.cls["test"])
             for accept in I.ACCEPT:
                 for arm in ARMS:
                     rng = generator(ctx.seed, "langfeedback-improve", i, accept)  # paired arms

@@ -23,7 +23,6 @@ from alignlab.core.experiment import Experiment, register
 from alignlab.core.stats import mean_ci95
 from alignlab.langfeedback.experiments import common as C
 from alignlab.langfeedback.latent import pair_accuracy
-from alignlab.langfeedback.world import FEATURES
 
 
 @dataclass
@@ -36,24 +35,31 @@ def measure(d: C.Data, lat: C.Latent) -> dict:
     for stage in (1, 2):
         phi = lat.phi(d.obs["test"], stage)
         for split in ("test", "stress"):
-            r = pair_accuracy(phi, d.feats["test"], lat.language(d.emb[split], stage), d.cls[split])
+            r = pair_accuracy(phi, d.feats["test"], lat.embeddings(d, split, stage), d.cls[split])
             out[f"stage{stage}_{split}"] = {
                 "accuracy": r["accuracy"],
                 "cos": r["cos"],
-                "per_feature": {FEATURES[k]: v for k, v in r["per_feature"].items()},
+                "per_feature": {d.features[k]: v for k, v in r["per_feature"].items()},
             }
     phi = lat.phi(d.obs["test"], 2)
-    e = lat.language(d.emb["test"], 2)
+    e = lat.embeddings(d, "test", 2)
     out["norm_phi"] = float(np.linalg.norm(phi, axis=1).mean())
     out["norm_e"] = float(np.linalg.norm(e, axis=1).mean())
     sv = np.linalg.svd(phi - phi.mean(0), compute_uv=False) ** 2
     out["phi_pc5_variance"] = float(sv[:5].sum() / sv.sum())
+    # the effective dimension: the cumulative share of Φ's variance in its first 12 components
+    out["phi_variance_profile"] = (np.cumsum(sv[:12]) / sv.sum()).tolist()
     return out
 
 
 def run(ctx) -> dict:
     cfg: LatentExpConfig = ctx.config
     d, latents = C.get_latents(ctx, cfg.latent)
+    return summarise(d, latents)
+
+
+def summarise(d: C.Data, latents: list[C.Latent]) -> dict:
+    """Each latent space's accuracies (`measure`) and their means with 95 % CIs."""
     per = [measure(d, lat) for lat in latents]
     summary = {}
     for key in ("stage1_test", "stage2_test", "stage1_stress", "stage2_stress"):
@@ -92,12 +98,13 @@ def plot(r, ctx) -> None:
     from alignlab.core.plotting import plt
 
     fig, ax = plt.subplots(figsize=(7.5, 3.4))
-    x = np.arange(len(FEATURES))
+    names = list(r["encoders"][0]["stage2_test"]["per_feature"])
+    x = np.arange(len(names))
     for j, key in enumerate(("stage1_test", "stage2_test", "stage1_stress", "stage2_stress")):
-        vals = [np.mean([p[key]["per_feature"][f] for p in r["encoders"]]) for f in FEATURES]
+        vals = [np.mean([p[key]["per_feature"][f] for p in r["encoders"]]) for f in names]
         ax.bar(x + (j - 1.5) * 0.2, vals, 0.2, label=key.replace("_", ", "))
     ax.axhline(0.5, color="k", lw=0.8, ls=":")
-    ax.set_xticks(x, FEATURES, rotation=15)
+    ax.set_xticks(x, names, rotation=15 if len(names) <= 5 else 35, fontsize=8)
     ax.set(ylabel="sign accuracy", ylim=(0.4, 1.0), title="ΔΦ·e > 0 by feature, stage and split")
     ax.legend(fontsize=7, ncol=2, loc="lower right")
     ctx.save_figure(fig, "accuracy")

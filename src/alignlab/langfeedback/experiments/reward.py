@@ -57,7 +57,7 @@ def _seed(run_seed: int, kind: str, s: int) -> int:
 
 
 def _unit(key: str, uctx) -> dict:
-    cfg: RewardConfig = uctx.config
+    cfg: RewardConfig = _DATA["cfg"]
     i = int(key.split("-")[-1])
     d, latents = _DATA["d"], _DATA["latents"]
     lat = latents[i]
@@ -66,13 +66,13 @@ def _unit(key: str, uctx) -> dict:
         feats_train=d.feats["train"],
         phi_test=lat.phi(d.obs["test"]),
         feats_test=d.feats["test"],
-        utt_train=by_class(lat.language(d.emb["train"]), d.cls["train"]),
+        utt_train=by_class(lat.embeddings(d, "train"), d.cls["train"]),
     )
     seeds = [_seed(uctx.seed, "test", s) for s in range(cfg.n_seeds)]
     val = [_seed(uctx.seed, "val", s) for s in range(cfg.n_val_seeds)]
     out: dict = {"lr": {}}
     for m in METHODS:
-        out["lr"][f"paper/{m}"] = R.PAPER_LR[m]
+        out["lr"][f"paper/{m}"] = R.paper_lr(cfg.latent.data.source)[m]
         best, scores = R.select_lr(
             m, pools["phi_train"], pools["feats_train"], lat.phi(d.obs["val"]), d.feats["val"],
             pools["utt_train"], val, cfg.n_queries, avoid_seeds=seeds,
@@ -102,7 +102,12 @@ _DATA: dict = {}
 def run(ctx) -> dict:
     cfg: RewardConfig = ctx.config
     d, latents = C.get_latents(ctx, cfg.latent)
-    _DATA.update(d=d, latents=latents)  # the forked units read them
+    return learn_rewards(ctx, cfg, d, latents)
+
+
+def learn_rewards(ctx, cfg: RewardConfig, d: C.Data, latents: list[C.Latent]) -> dict:
+    """Every reward run on the latent spaces (`reward-i` units) and the claims' comparisons."""
+    _DATA.update(d=d, latents=latents, cfg=cfg)  # the forked units read them
     keys = [f"reward-{i}" for i in range(len(latents))]  # not the latent units' keys
     per = run_units(ctx, keys, _unit, size=6, description="reward learning")
     names = [k for k in per[keys[0]] if "/" in k and not k.startswith(("lr_scores", "lr"))]
@@ -144,6 +149,24 @@ def run(ctx) -> dict:
     out["R3"] = compare("tuned", "ce", 10)
     out["U"] = compare("paper", "reward", list(STUDY_POINTS), better="higher")
     out["pearson_100"] = {m: float(curves[f"paper/{m}"]["pearson"][:, -1].mean()) for m in METHODS}
+    out["ratings"] = simulated_ratings(curves, rng)
+    return out
+
+
+def simulated_ratings(curves: dict, rng: np.random.Generator) -> dict:
+    """The user study's ratings, simulated: a user rates the trajectory the learned reward
+    ranks first on the study's 0-5 scale in proportion to its normalised true reward (ours:
+    5 x that reward; the study's raters are people), at `STUDY_POINTS` queries, paper
+    protocol. Per method and point: the mean over reward seeds and a 95 % bootstrap CI."""
+    out = {}
+    for m in METHODS:
+        r = 5.0 * curves[f"paper/{m}"]["reward"]  # (seeds, queries + 1)
+        out[m] = {}
+        for q in STUDY_POINTS:
+            x = r[:, q]
+            boots = rng.choice(x, size=(2000, len(x)), replace=True).mean(1)
+            lo, hi = np.quantile(boots, [0.025, 0.975])
+            out[m][str(q)] = {"mean": float(x.mean()), "lo": float(lo), "hi": float(hi)}
     return out
 
 
@@ -195,6 +218,23 @@ def plot(r, ctx) -> None:
     axes[0].axhline(np.log(2), color="k", lw=0.6, ls=":")
     axes[0].legend(fontsize=6)
     ctx.save_figure(fig, "reward_learning")
+    if "ratings" in r:
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        x = np.arange(len(STUDY_POINTS))
+        for j, m in enumerate(METHODS):
+            pts = [r["ratings"][m][str(q)] for q in STUDY_POINTS]
+            mean = np.array([p["mean"] for p in pts])
+            err = np.array([[p["mean"] - p["lo"] for p in pts], [p["hi"] - p["mean"] for p in pts]])
+            ax.bar(x + (j - 0.5) * 0.38, mean, 0.38, yerr=err, capsize=3, label=m)
+        ax.set_xticks(x, [str(q) for q in STUDY_POINTS])
+        ax.set(
+            xlabel="queries answered",
+            ylabel="simulated rating (0-5)",
+            ylim=(0, 5),
+            title="simulated ratings of the learned reward's top trajectory",
+        )
+        ax.legend(fontsize=7, loc="lower right")
+        ctx.save_figure(fig, "ratings")
 
 
 register(
