@@ -14,6 +14,7 @@ Prints one JSON object (also written to --out).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import sys
@@ -54,7 +55,8 @@ def accuracy(enc, d, emb_by_split) -> dict:
     }
 
 
-def stage2(device: str, steps: int, mode: str) -> dict:
+def stage1(device: str):
+    """The quick data and one encoder seed's stage 1 (shared by both stage-2 modes)."""
     lc = C.LatentConfig()
     d = C.load_data(lc.data, 0)
     torch.manual_seed(0)
@@ -64,21 +66,29 @@ def stage2(device: str, steps: int, mode: str) -> dict:
     val = (d.obs["val"], d.feats["val"], d.emb["val"], d.cls["val"])
     args = (d.obs["train"], d.feats["train"], d.emb["train"], d.cls["train"], val)
     L.train_stage(enc, None, *args, lc.stage1, rng, device=device)
+    return lc, d, args, enc, rng
+
+
+def stage2(device: str, steps: int, mode: str, base) -> dict:
+    lc, d, args, enc0, rng0 = base
+    enc, rng = copy.deepcopy(enc0), copy.deepcopy(rng0)
     cfg = L.StageConfig(steps=steps, lr=1e-3, eval_every=max(1, steps // 10))
-    t = time.perf_counter()
     if mode == "adapter":
         adapter = L.Adapter()
+        t = time.perf_counter()
         L.train_stage(enc, adapter, *args, cfg, rng, device=device)
+        seconds = time.perf_counter() - t
         with torch.no_grad():
             emb = {s: adapter(torch.as_tensor(d.emb[s])).numpy() for s in ("test", "stress")}
     else:
         lm = MiniLMEncoder()
         side = L.Finetuned(lm, d.sentences["train"], d.sentences["val"])
+        t = time.perf_counter()
         L.train_stage(enc, None, *args, cfg, rng, device=device, language=side, lm_lr=lc.lm_lr)
+        seconds = time.perf_counter() - t
         lm.eval()
         with torch.no_grad():
             emb = {s: lm.bank(d.sentences[s]).encode_all().numpy() for s in ("test", "stress")}
-    seconds = time.perf_counter() - t
     return {"steps": steps, "s_per_step": seconds / max(1, steps), **accuracy(enc, d, emb)}
 
 
@@ -96,9 +106,11 @@ def main() -> None:
             "python": platform.python_version(),
         },
         "smoke": smoke_runs(a.device),
-        "stage2_adapter": stage2(a.device, a.steps, "adapter"),
-        "stage2_finetune": stage2(a.device, a.steps, "finetune"),
     }
+    base = stage1(a.device)
+    report["stage1"] = accuracy(base[3], base[1], {s: base[1].emb[s] for s in ("test", "stress")})
+    for mode in ("adapter", "finetune"):
+        report[f"stage2_{mode}"] = stage2(a.device, a.steps, mode, base)
     text = json.dumps(report, indent=2)
     print(text)
     if a.out:

@@ -24,7 +24,7 @@ from alignlab.core import config as cfglib
 from alignlab.core import experiment as registry
 from alignlab.core.checkpoint import SimulatedCrash, crash_after_checkpoint
 from alignlab.core.config import PRESETS
-from alignlab.core.errors import AlignlabError
+from alignlab.core.errors import AlignlabError, MissingDependency
 from alignlab.core.run import RunSpec, execute, is_timing, run_status
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "core.md"
@@ -47,7 +47,13 @@ def experiment(request):
     """The experiment under test; the docs example is registered for the test's duration."""
     name = request.param
     if name != EXAMPLE:
-        yield registry.get(name)
+        exp = registry.get(name)
+        if exp.preflight is not None:
+            try:  # an absent optional interpreter or endpoint: a reported skip naming the fix
+                exp.preflight(exp.presets["smoke"])
+            except MissingDependency as e:
+                pytest.skip(f"{name}: {e}")
+        yield exp
         return
     module = types.ModuleType("alignlab_docs_example")
     sys.modules[module.__name__] = module  # dataclasses look their module up

@@ -10,10 +10,10 @@ from alignlab.core.errors import AlignlabError
 from alignlab.langfeedback import metaworld as mw
 from alignlab.langfeedback import mw_rollouts
 
-SMALL = mw.MetaWorldConfig(horizon=20, workers=1)
+SMALL = mw.MetaWorldConfig(horizon=20)
 # Meta-World's scripted policy as it is: no via point, full speed, no noise, always pressing
 UNPERTURBED = mw.MetaWorldConfig(
-    horizon=100, via_prob=0.0, press_prob=1.0, speed=(1.0, 1.0), noise=(0.0, 0.0), workers=1
+    horizon=100, via_prob=0.0, press_prob=1.0, speed=(1.0, 1.0), noise=(0.0, 0.0)
 )
 
 
@@ -29,7 +29,7 @@ def need_mw():
 @pytest.fixture(scope="module")
 def small_pool():
     """n=6, T=20, seed 0, one worker, in the test run's cache (None without Meta-World)."""
-    return mw.generate(6, 0, SMALL) if mw.available() else None
+    return mw.generate(6, 0, SMALL, workers=1) if mw.available() else None
 
 
 def same(a: mw.MWPool, b: mw.MWPool) -> bool:
@@ -73,7 +73,7 @@ def test_shapes_dtypes_and_features(need_mw, small_pool):
 
 def test_deterministic_and_independent_of_workers(need_mw, small_pool, tmp_path, monkeypatch):
     monkeypatch.setenv("ALIGNLAB_CACHE", str(tmp_path))  # a fresh cache: run again
-    two = mw.generate(6, 0, mw.MetaWorldConfig(horizon=20, workers=2))
+    two = mw.generate(6, 0, mw.MetaWorldConfig(horizon=20), workers=2)
     assert same(small_pool, two)
     # trajectory i depends on (seed, i) alone: a smaller pool is a prefix; another seed differs
     head = mw.generate(2, 0, SMALL)
@@ -94,7 +94,7 @@ def test_cache_returns_the_same_pool_without_running_anything(need_mw, small_poo
 
     monkeypatch.setattr(mw.subprocess, "run", fail)
     monkeypatch.setattr(mw_rollouts, "rollout", fail)
-    assert same(mw.generate(6, 0, mw.MetaWorldConfig(horizon=20, workers=2)), small_pool)
+    assert same(mw.generate(6, 0, mw.MetaWorldConfig(horizon=20), workers=2), small_pool)
 
 
 def test_failing_rollouts_raise_with_stderr_and_leave_nothing(need_mw, tmp_path, monkeypatch):

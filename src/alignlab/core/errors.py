@@ -10,6 +10,12 @@ class AlignlabError(Exception):
     """A user-facing error: bad input, a malformed file, a missing optional dependency."""
 
 
+class MissingDependency(AlignlabError):
+    """An optional outside requirement is absent (an interpreter, a package, an endpoint): the
+    message names the fix. The contract tests skip, with that message, an experiment whose
+    preflight raises it."""
+
+
 def did_you_mean(word: str, options: Iterable[str], n: int = 3) -> str:
     """' Did you mean: a, b?' for the closest options, or '' when nothing is close."""
     close = difflib.get_close_matches(word, list(options), n=n, cutoff=0.5)

@@ -15,12 +15,12 @@
   of that class. `label_noise="sigmoid"`: P(greater) = σ(Δf / std_f) with each feature's own
   std (the original uses speed's std for every feature).
 - **Stage 1**, language frozen: Adam with cosine decay, `steps` of `triplets` triplets over
-  `trajectories` sampled trajectories. **Stage 2**, co-finetuning: the presets train a
+  `trajectories` sampled trajectories. **Stage 2**, co-finetuning: the quick preset trains a
   residual adapter e + W₂ relu(W₁ e) (384 -> 256 -> 384, W₂ = 0 at init, so it starts as the
   identity) with Φ; `Finetuned` co-finetunes MiniLM itself, as the paper co-finetunes its
   sentence encoder (all six layers and the embeddings, in train mode with BERT's dropout 0.1,
   at their own learning rate `lm_lr`, 1e-4 the paper's `--finetune-lr`, cosine-decayed like
-  Φ's; for a GPU).
+  Φ's; the paper preset's stage 2, for a GPU).
 - **The language side** of a stage is a `Language`: `Frozen` (precomputed embeddings),
   `Adapted` (the adapter on them) or `Finetuned` (MiniLM run on the step's distinct sampled
   sentences). `train_stage(encoder, adapter, ...)` keeps its form (adapter None: frozen) and

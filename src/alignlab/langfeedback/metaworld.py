@@ -32,7 +32,7 @@ import numpy as np
 
 from alignlab.core.cache import cached_folder, content_key
 from alignlab.core.config import ConfigError, param, validate
-from alignlab.core.errors import AlignlabError
+from alignlab.core.errors import AlignlabError, MissingDependency
 from alignlab.langfeedback import mw_rollouts
 from alignlab.langfeedback.mw_rollouts import ENV_NAME, FEATURES, OBS_DIM, features
 
@@ -92,7 +92,6 @@ class MetaWorldConfig:
     noise: tuple[float, ...] = param(
         (0.0, 0.3), ge=0, help="range of the action noise's std (per axis, action units)"
     )
-    workers: int = param(2, ge=1, help="rollout processes (the pools do not depend on it)")
 
     def validate(self) -> None:
         for key in RANGES:
@@ -144,9 +143,29 @@ def _in_process() -> bool:
     return str(getattr(mujoco, "__version__", "")).startswith("3.")
 
 
+#: What the rollout interpreter inherits of this process's environment: nothing that could point
+#: it at our packages or libraries (PYTHONPATH, LD_LIBRARY_PATH) and no credentials.
+CHILD_ENV = (
+    "PATH", "HOME", "TMPDIR", "TEMP", "TMP", "LANG", "LC_ALL", "LC_CTYPE", "SYSTEMROOT",
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MUJOCO_GL",
+    "PYOPENGL_PLATFORM",
+)  # fmt: skip
+#: Seconds a rollout subprocess may take before it counts as hung (1,200 trajectories: ~1 min).
+ROLLOUT_TIMEOUT = 3600
+
+
 def _child_env() -> dict[str, str]:
-    """This process's environment without what would point another interpreter at ours."""
-    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    """The allow-listed part of this process's environment (`CHILD_ENV`)."""
+    return {k: os.environ[k] for k in CHILD_ENV if k in os.environ}
+
+
+def default_workers() -> int:
+    """Rollout processes: one per available core, at most 4 (the pools do not depend on it)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
 
 
 def _tail(text: str) -> str:
@@ -163,14 +182,14 @@ def _versions(python: str) -> tuple[tuple[str, str], ...]:
             check=False, capture_output=True, text=True, env=_child_env(), timeout=120,
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise AlignlabError(f"{FIX} ({ENV_VAR}={python!r} could not run: {e})") from e
+        raise MissingDependency(f"{FIX} ({ENV_VAR}={python!r} could not run: {e})") from e
     try:
         if proc.returncode != 0:
             raise ValueError(_tail(proc.stderr))
         versions = json.loads(proc.stdout.strip().splitlines()[-1])
         return tuple(sorted((str(k), str(v)) for k, v in versions.items()))
     except (ValueError, IndexError) as e:
-        raise AlignlabError(
+        raise MissingDependency(
             f"{FIX} ({ENV_VAR}={python!r} could not report the versions of metaworld and "
             f"mujoco: {e})"
         ) from e
@@ -183,12 +202,12 @@ def _resolve() -> tuple[str | None, dict[str, str]]:
         return None, mw_rollouts.versions()
     python = os.environ.get(ENV_VAR, "").strip()
     if not python:
-        raise AlignlabError(f"{FIX} ({ENV_VAR} is not set, and metaworld does not import here)")
+        raise MissingDependency(f"{FIX} ({ENV_VAR} is not set, and metaworld does not import here)")
     if not (os.path.isfile(python) and os.access(python, os.X_OK)):
-        raise AlignlabError(f"{FIX} ({ENV_VAR}={python!r} is not an executable file)")
+        raise MissingDependency(f"{FIX} ({ENV_VAR}={python!r} is not an executable file)")
     versions = dict(_versions(python))
     if not versions.get("mujoco", "").startswith("3."):
-        raise AlignlabError(f"{FIX} ({python} has mujoco {versions.get('mujoco')})")
+        raise MissingDependency(f"{FIX} ({python} has mujoco {versions.get('mujoco')})")
     return python, versions
 
 
@@ -209,22 +228,33 @@ def _cache_key(n: int, seed: int, cfg: MetaWorldConfig, versions: dict[str, str]
     spec = {
         "env": ENV_NAME, "script": mw_rollouts.VERSION, "n": n, "seed": seed,
         "horizon": cfg.horizon, "perturb": cfg.perturb(),
-        "metaworld": versions.get("metaworld"), "mujoco": versions.get("mujoco"),
+        # every package the rollouts' numbers depend on, as the interpreter reports them
+        "versions": {k: versions.get(k) for k in sorted(versions)},
     }  # fmt: skip
     return content_key(spec)
 
 
-def _run(python: str | None, n: int, seed: int, cfg: MetaWorldConfig, out: Path) -> None:
+def _run(
+    python: str | None, n: int, seed: int, cfg: MetaWorldConfig, out: Path, workers: int
+) -> None:
     """Write the pool to `out` (npz) in this process or by `python mw_rollouts.py`."""
     if python is None:
-        pool = mw_rollouts.rollout(n, seed, cfg.horizon, cfg.perturb(), cfg.workers)
+        pool = mw_rollouts.rollout(n, seed, cfg.horizon, cfg.perturb(), workers)
         mw_rollouts.save(out, pool)
         return
     cmd = [
         python, str(SCRIPT), "--n", str(n), "--seed", str(seed), "--horizon", str(cfg.horizon),
-        "--out", str(out), "--workers", str(cfg.workers), "--perturb", json.dumps(cfg.perturb()),
+        "--out", str(out), "--workers", str(workers), "--perturb", json.dumps(cfg.perturb()),
     ]  # fmt: skip
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=_child_env())
+    try:
+        proc = subprocess.run(
+            cmd, check=False, capture_output=True, text=True, env=_child_env(),
+            timeout=ROLLOUT_TIMEOUT,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise AlignlabError(
+            f"Meta-World rollouts by {python} took over {ROLLOUT_TIMEOUT} s and were stopped"
+        ) from None
     if proc.returncode != 0:
         raise AlignlabError(
             f"Meta-World rollouts failed ({python} {SCRIPT.name}, exit {proc.returncode}):\n"
@@ -259,8 +289,11 @@ def _load(path: Path, n: int, cfg: MetaWorldConfig) -> MWPool:
     return pool
 
 
-def generate(n: int, seed: int, cfg: MetaWorldConfig | None = None) -> MWPool:
-    """`n` perturbed scripted trajectories of pool `seed` (identical for any `cfg.workers`),
+def generate(
+    n: int, seed: int, cfg: MetaWorldConfig | None = None, workers: int | None = None
+) -> MWPool:
+    """`n` perturbed scripted trajectories of pool `seed` (identical for any number of rollout
+    processes `workers`, by default `default_workers()`),
     from the cache when they were made before; AlignlabError when no Meta-World interpreter is
     available (naming the fix) or when the rollouts fail (quoting their stderr). A failure
     leaves nothing in the cache."""
@@ -273,7 +306,7 @@ def generate(n: int, seed: int, cfg: MetaWorldConfig | None = None) -> MWPool:
     python, versions = _resolve()
 
     def build(tmp: Path) -> None:
-        _run(python, n, seed, cfg, tmp / POOL_FILE)
+        _run(python, n, seed, cfg, tmp / POOL_FILE, workers or default_workers())
         _load(tmp / POOL_FILE, n, cfg)  # never cache a malformed pool
 
     folder, _ = cached_folder(CACHE_KIND, _cache_key(n, seed, cfg, versions), build)

@@ -85,6 +85,7 @@ PAPER_LR_METAWORLD = {"language": 0.006, "comparisons": 0.0006}
 def paper_lr(world: str = "reach_lift") -> dict[str, float]:
     """The paper protocol's learning rates for a world: Meta-World's, or robosuite's (which
     our reach-lift world stands in for)."""
+    check_choice("world", world, ("reach_lift", "metaworld"))
     return PAPER_LR_METAWORLD if world == "metaworld" else PAPER_LR
 
 

@@ -1,4 +1,5 @@
-"""Comparative language feedback: 10 classes, the original's 30 templates, our paraphrases.
+"""Comparative language feedback: 10 classes, the original's 30 templates, our paraphrases
+(and the classes of two more feature sets: the richer world's and Meta-World's).
 
 Yang et al. 2024 ("Trajectory Improvement and Reward Learning from Comparative Language
 Feedback", CoRL 2024) label a trajectory pair (τ_a, τ_b) with an utterance saying how to turn
@@ -165,8 +166,8 @@ def _templates() -> dict[str, tuple[str, ...]]:
 _EXTRA_TEMPLATES = {
     "gripper_opening+": ("Keep the gripper more open.", "Open the gripper more."),
     "gripper_opening-": ("Keep the gripper more closed.", "Close the gripper more."),
-    "max_height+": ("Reach a greater height.", "Reach higher at the top."),
-    "max_height-": ("Reach a lesser height.", "Reach lower at the top."),
+    "max_height+": ("Peak at a greater height.", "Rise higher at the peak."),
+    "max_height-": ("Peak at a lesser height.", "Rise less high at the peak."),
     "time_still+": ("Pause more.", "Stay still longer."),
     "time_still-": ("Pause less.", "Stay still less."),
     "time_near_bottle+": ("Spend more time near the bottle.",),
@@ -176,7 +177,8 @@ _EXTRA_TEMPLATES = {
 }
 
 
-#: The official code's 30 templates, by class.
+#: Templates by class: the official code's 30 for the paper's 10 classes, and ours in the same
+#: style for the other features' classes.
 TEMPLATES: dict[str, tuple[str, ...]] = _templates()
 
 # --- our paraphrases --------------------------------------------------------------------------
@@ -391,7 +393,7 @@ VERB_PHRASES: dict[str, tuple[str, ...]] = {
     ),
     "time_near_bottle-": (
         "spend less time around the bottle",
-        "pass by the bottle quickly",
+        "pass by the bottle without lingering",
         "stay by the bottle for less time",
         "hang around the bottle less",
         "spend less time close to the bottle",
@@ -449,14 +451,14 @@ STRESS_VERB_PHRASES: dict[str, tuple[str, ...]] = {
     "distance_to_bottle-": ("sidle up to the bottle", "draw near the bottle"),
     "distance_to_cube+": ("keep out of the cube's way", "retreat from the cube"),
     "distance_to_cube-": ("sidle up to the cube", "draw near the cube"),
-    "gripper_opening+": ("let the jaws hang open", "unclench the gripper"),
+    "gripper_opening+": ("let the jaws hang open", "spread the jaws wide"),
     "gripper_opening-": ("pinch the jaws together", "clench the gripper"),
     "max_height+": ("soar higher at the summit", "crest higher"),
     "max_height-": ("cap your altitude lower", "crest lower"),
     "time_still+": ("idle more", "freeze in place more"),
     "time_still-": ("idle less", "be on the go constantly"),
     "time_near_bottle+": ("loiter by the bottle", "keep the bottle company"),
-    "time_near_bottle-": ("zip past the bottle", "make your visit to the bottle brief"),
+    "time_near_bottle-": ("barely visit the bottle", "make your visit to the bottle brief"),
     "final_distance_to_cube+": ("park away from the cube", "settle far from the cube"),
     "final_distance_to_cube-": ("park beside the cube", "settle next to the cube"),
     "velocity+": ("get a move on", "step on it"),

@@ -70,7 +70,7 @@ from alignlab.core.errors import check_choice
 FEATURES = ("gt_reward", "speed", "height", "distance_to_bottle", "distance_to_cube")
 #: Five more features, for the study of richer worlds (`FEATURE_SETS["rich"]`): one linear in the
 #: state like the paper's (the gripper's opening) and four that are not means of a linear
-#: function of the state (a maximum, a norm of differences, a threshold share, a final value).
+#: function of the state (a maximum, two threshold shares, a final value).
 EXTRA_FEATURES = (
     "gripper_opening", "max_height", "time_still", "time_near_bottle", "final_distance_to_cube",
 )  # fmt: skip

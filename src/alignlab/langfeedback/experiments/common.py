@@ -1,10 +1,12 @@
 """What the langfeedback experiments share: the trajectory pool, the utterances and their
 MiniLM embeddings, and the latent spaces (one per encoder seed, trained once and cached).
 
-The pool (a simulation: `world.py`'s scripted reach-lift controllers) is split into train /
-val / test trajectories; the utterances (`utterances.py`) into train / val / test / stress
-sentences. Each encoder seed's latent space is one `core.units` unit (the units run in
-parallel): stage 1 with the language frozen, then stage 2 (the adapter), both states saved in
+The pool (a simulation: `world.py`'s scripted reach-lift controllers, or Meta-World's
+perturbed scripted button press, `metaworld.py`) is split into train / val / test
+trajectories; the utterances (`utterances.py`) into train / val / test / stress sentences.
+Each encoder seed's latent space is one `core.units` unit (the units run in parallel): stage 1
+with the language frozen, then stage 2 (the adapter; or, `stage2_mode="finetune"`, all of
+MiniLM co-finetuned, whose embeddings of every split are saved), all saved in
 `$ALIGNLAB_CACHE/langfeedback-latent/<key>/` (safetensors), keyed by everything they depend on.
 """
 
@@ -141,6 +143,8 @@ def load_data(dc: DataConfig, seed: int) -> Data:
     n = dc.n_train + dc.n_val + dc.n_test
     if dc.source == "metaworld":
         pool = MW.generate(n, int_seed(seed, "langfeedback-metaworld") % 2**32, dc.metaworld)
+        if tuple(MW.FEATURES) != METAWORLD_FEATURES:  # the utterance classes follow this order
+            raise AlignlabError(f"Meta-World features {MW.FEATURES} != {METAWORLD_FEATURES}")
         obs, feats, names = pool.obs, pool.feats, METAWORLD_FEATURES
     else:
         traj = W.generate(n, generator(seed, "langfeedback-world"), dc.world)
@@ -190,11 +194,21 @@ def latent_key(lc: LatentConfig, seed: int, encoder: int, device: str = "cpu") -
     torch thread (`core.units`)."""
     spec = asdict(lc)
     spec.pop("n_encoders")
+    # leave out what this latent space cannot depend on (the other source's settings, the
+    # finetune lr of another stage-2 mode): changing them reuses it
+    spec["data"].pop("metaworld" if lc.data.source == "reach_lift" else "world")
+    if lc.stage2_mode != "finetune":
+        spec.pop("lm_lr")
+    d = load_data(lc.data, seed)
+    extra = {}
+    if lc.stage2_mode == "finetune":  # its saved embeddings cover every split's sentences
+        extra["sentences"] = content_key({k: d.sentences[k] for k in sorted(d.sentences)})
     kind = torch.device(device).type
     return content_key(
         {
             "latent": spec,
-            "data": data_hash(load_data(lc.data, seed)),
+            "data": data_hash(d),
+            **extra,
             "seed": int(seed),
             "encoder": int(encoder),
             "torch": torch.__version__.split("+")[0],
@@ -255,9 +269,12 @@ def _train_unit(key: str, uctx) -> dict:
             language=side, lm_lr=lc.lm_lr,
         )  # fmt: skip
         # what the later experiments read: every split's sentences through the finetuned MiniLM
-        lm.eval()
+        lm.to(dev).eval()
         with torch.no_grad():
-            tables = {f"emb.{k}": lm.bank(v).encode_all().float() for k, v in d.sentences.items()}
+            tables = {
+                f"emb.{k}": lm.bank(v).encode_all().float().cpu() for k, v in d.sentences.items()
+            }
+        lm.to("cpu")
     info = {"encoder": i, "stage1": s1, "stage2": s2}
 
     def build(tmp: Path) -> None:
@@ -295,6 +312,11 @@ class Latent:
     def embeddings(self, d: Data, split: str, stage: int = 2) -> np.ndarray:
         """The utterance embeddings of `split` as stage `stage`'s language side gives them."""
         if stage == 2 and self.tables is not None:
+            if len(self.tables[split]) != len(d.cls[split]):
+                raise AlignlabError(
+                    f"the finetuned MiniLM's {split} embeddings have {len(self.tables[split])} "
+                    f"rows for {len(d.cls[split])} utterances: a stale cache; rerun with --force"
+                )
             return self.tables[split]
         return self.language(d.emb[split], stage)
 
@@ -339,7 +361,9 @@ def get_latents(ctx, lc: LatentConfig) -> tuple[Data, list[Latent]]:
                 {k[8:]: v for k, v in state.items() if k.startswith("adapter.")}
             )
         tables = None
-        if (folder / LANGUAGE_FILE).exists():
+        if lc.stage2_mode == "finetune" and lc.stage2.steps:
+            if not (folder / LANGUAGE_FILE).exists():
+                raise AlignlabError(f"{folder} has no {LANGUAGE_FILE}; rerun with --force")
             t = load_file(str(folder / LANGUAGE_FILE))
             tables = {k[4:]: v.numpy() for k, v in t.items()}
         out.append(Latent(s1, s2, adapter, read_json(folder / "info.json"), tables))
