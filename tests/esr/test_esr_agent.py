@@ -15,6 +15,7 @@ against an explicit reference computation or a hand-worked case:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 
@@ -381,8 +382,10 @@ OPEN = ((2, 2), ((4, 0), (4, 4)), (0, 0))
 
 
 def ave(states, cfg=None, seed=0):
+    """Our AvE, the human's mobility (ave_variant="mobility"; the paper's: test_ave.py)."""
     env = grid(*zip(*states, strict=True))
-    return ave_reward(make_grid, env.get_state(), np.random.default_rng(seed), cfg or AgentConfig())
+    cfg = dataclasses.replace(cfg or AgentConfig(), ave_variant="mobility")
+    return ave_reward(make_grid, env.get_state(), np.random.default_rng(seed), cfg)
 
 
 def test_ave_trapped_human_gets_log_of_the_floor():

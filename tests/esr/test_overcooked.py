@@ -17,6 +17,7 @@ from alignlab.esr.overcooked import (
     LAYOUTS,
     LEFT,
     NONE,
+    NUM_ACTIONS,
     ONION,
     RIGHT,
     SOUP,
@@ -26,7 +27,7 @@ from alignlab.esr.overcooked import (
     get_layout,
 )
 from alignlab.esr.overcooked_env import OvercookedEnv, OvercookedParallelEnv
-from alignlab.esr.overcooked_human import ScriptedHuman
+from alignlab.esr.overcooked_human import _INF, ScriptedHuman, softmax_choice
 
 # --------------------------------------------------------------------------- helpers
 
@@ -573,6 +574,107 @@ def test_scripted_human_routes_around_the_robot():
     # the pots are reached from (1, 3): the short way is through the robot at (1, 2), so the
     # human goes round the ring (down); with the robot elsewhere it goes right
     assert h.greedy(vec).tolist() == [DOWN, RIGHT]
+
+
+# ------------------------------------------------------- the sampled human (temperature)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_scripted_human_at_temperature_zero_is_the_greedy_human(layout):
+    """Temperature 0 (the default) is the deterministic human exactly: the greedy action, then
+    epsilon noise from the same draws, and no other random number taken from the generator."""
+    n = 16
+    vec = VecOvercooked(layout, num_envs=n)
+    env_rng, rng, ref = (np.random.default_rng(s) for s in (5, 9, 9))
+    vec.reset(env_rng)
+    human = ScriptedHuman(layout, epsilon=0.2, temperature=0.0)
+    assert ScriptedHuman(layout).temperature == 0.0
+    for _ in range(100):
+        explore = ref.random(n) < 0.2
+        expected = np.where(explore, ref.integers(0, NUM_ACTIONS, n), human.greedy(vec))
+        a = human.act(vec, rng)
+        assert np.array_equal(a, expected)
+        assert np.array_equal(human.policy_state(vec.get_state(), rng), human.greedy(vec))
+        vec.step(env_rng.integers(0, NUM_ACTIONS, n), a)
+    assert rng.bit_generator.state == ref.bit_generator.state
+
+
+def counter_choice():
+    """Coordination Ring, the human at (3, 3) holding a dish while no pot is full (robot at
+    (1, 2)): its subtask is a free counter. Returns the state, each reachable counter's path
+    cost and the action toward it (the greedy action when only that counter is free)."""
+    layout = "coord_ring"
+    lay, h = get_layout(layout), ScriptedHuman(layout, epsilon=0.0)
+    s = state_of(layout, pos=((1, 2), (3, 3)), dir=(UP, UP), inv=(0, DISH))
+    robot, me = lay.floor_id[s["agent_pos"][0]]
+    cost = h.dist[robot, me, lay.counter_cells]
+    reach = np.flatnonzero(cost < _INF)
+    toward = []
+    for c in reach:
+        only = {**s, "counter_items": np.full_like(s["counter_items"], ONION)}
+        only["counter_items"][0, c] = NONE
+        toward.append(int(h.greedy_state(only)[0]))
+    return s, cost[reach].astype(float), np.array(toward)
+
+
+def sampled_actions(state, temperature: float, m: int, seed: int) -> np.ndarray:
+    human = ScriptedHuman("coord_ring", epsilon=0.0, temperature=temperature)
+    many = {k: (np.repeat(v, m, axis=0) if np.ndim(v) else v) for k, v in state.items()}
+    return human.policy_state(many, np.random.default_rng(seed))
+
+
+@pytest.mark.parametrize("temperature", [1.0, 1e6])
+def test_sampled_human_matches_the_softmax_over_path_costs(temperature):
+    """The human's action frequencies match softmax(-cost / T) over the counters, each counter
+    mapped to the action toward it (chi-square, fixed seed); at a high temperature the counter
+    is uniform over the reachable ones (the long detour included)."""
+    from scipy.stats import chisquare
+
+    state, cost, toward = counter_choice()
+    assert len(set(toward.tolist())) >= 3 and np.ptp(cost) > 100  # real choices, a detour
+    w = np.exp(-(cost - cost.min()) / temperature)
+    p = np.bincount(toward, weights=w / w.sum(), minlength=NUM_ACTIONS)
+    if temperature > 1e3:
+        uniform = np.bincount(toward, minlength=NUM_ACTIONS) / len(toward)
+        np.testing.assert_allclose(p, uniform, atol=1e-3)
+    m = 20_000
+    counts = np.bincount(sampled_actions(state, temperature, m, seed=11), minlength=NUM_ACTIONS)
+    assert counts[p == 0].sum() == 0
+    _, pval = chisquare(counts[p > 0], m * p[p > 0])
+    assert pval > 1e-3, (counts, m * p)
+    # the test has power: the other temperature's frequencies are rejected
+    other = 1e6 if temperature == 1.0 else 1.0
+    w2 = np.exp(-(cost - cost.min()) / other)
+    p2 = np.bincount(toward, weights=w2 / w2.sum(), minlength=NUM_ACTIONS)
+    assert chisquare(counts[p2 > 0], m * p2[p2 > 0]).pvalue < 1e-6
+
+
+def test_softmax_choice_frequencies():
+    from scipy.stats import chisquare
+
+    cost = np.array([[3.0, np.inf, 0.5, 1.0, 0.5, np.inf]])
+    m, temperature = 30_000, 0.7
+    u = np.random.default_rng(2).random(m)
+    picks = softmax_choice(np.repeat(cost, m, 0), u, temperature)
+    w = np.where(np.isfinite(cost[0]), np.exp(-np.nan_to_num(cost[0], posinf=0) / temperature), 0)
+    counts = np.bincount(picks, minlength=cost.shape[1])
+    assert counts[1] == counts[5] == 0
+    assert chisquare(counts[w > 0], m * w[w > 0] / w.sum()).pvalue > 1e-3
+    # near zero temperature: the cheapest (ties: either); no finite cost: index 0
+    assert set(softmax_choice(np.repeat(cost, 50, 0), u[:50], 1e-3).tolist()) <= {2, 4}
+    assert softmax_choice(np.full((1, 3), np.inf), u[:1], 1.0).tolist() == [0]
+
+
+def test_temperature_is_checked_and_plumbed():
+    for bad in (-0.1, np.inf, np.nan):
+        with pytest.raises(ValueError, match="temperature"):
+            ScriptedHuman("cramped_room", temperature=bad)
+    env = OvercookedEnv("cramped_room", human_temperature=2.0)
+    assert env.human.temperature == 2.0
+    from alignlab.esr.overcooked_human import AssistedOvercooked
+
+    assert AssistedOvercooked("cramped_room", 2, 10, 0.1, 0.5).human_policy.temperature == 0.5
+    assert AssistedOvercooked("cramped_room", 2, 10, 0.1).human_policy.temperature == 0.0
 
 
 # ---------------------------------------------------------------- gymnasium / parallel

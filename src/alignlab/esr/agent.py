@@ -29,12 +29,29 @@ Episodes here have a fixed length and no terminal states (a frozen gridworld sta
 absorbing, the horizon is a time limit), so every target bootstraps; transitions never cross
 an episode boundary, unlike the original buffer (ESR notes, "Pitfalls").
 
-AvE (Du et al. 2020; the ESR code's `agents/ave.py`): the reward of a state is
-log(mean over features of the variance, across `rollouts` simulated continuations of `length`
-uniformly random human steps with the robot idle, of the human's features + 1e-3), computed
-with the true simulator but without the hidden goal. The original draws the simulated human
-actions from the robot's action count (125), and its switch clamps every index >= 4 to "stay",
-so ~97% of simulated human actions are "stay"; `ave_quirk=True` reproduces that.
+AvE (Du et al. 2020; the ESR code's `agents/ave.py`, `AVEPolicy.compute_reward`), computed
+with the true simulator (the robot idle, the hidden goal removed) from `ave_rollouts` (20)
+simulated continuations of `ave_length` (5) random human steps; `ave_variant` picks the form:
+- "paper" (default; the authors' defaults, `smart_features=False`): r_t = AvE(s_t) of the
+  state the robot acts in (`train_grid.py`, `rollout_emp`, stores s_t and `observe` computes
+  the reward of it) = log np.var of every object coordinate (the human's and each box's row and
+  column, 2 + 2K numbers) after each continuation, pooled into one sample of 20 x (2 + 2K)
+  numbers (`np.var` of the reshaped (N, 20 (2 + 2K)) array over its last axis); no epsilon (we floor the variance at 1e-3, which only matters when all the pooled
+  numbers are equal: never with >= 2 boxes). The simulated human's actions are
+  randint(0, 125), the robot's action count, and `step_human_action`'s `lax.switch` clamps
+  every index >= 4 to "stay": P(stay) = 121/125, 1/125 per move. That simulator never freezes:
+  a crushed human walks off its box, so ours is stepped with `dead` cleared. The authors
+  recompute the reward with fresh continuations for every critic batch (`recompute`); we draw
+  it once per stored transition (their `--cache_reward`): the same random reward, resampled
+  less often.
+- "mobility" (ours before, "AvE (human mobility)"): r_t = AvE(s_{t+1}) of the state after the
+  step = log(mean over the human's features, its position here, of their variance across the
+  continuations + 1e-3) (the form of the code's `smart_features=True` branch, which averages
+  over all coordinates, here over the human's own only), with uniform human actions over its
+  5, and frozen states kept frozen.
+`ave_quirk` (unset: each form's own draws, as above) forces the clamped draws (True) or the
+uniform ones (False). Environments without `object_coordinates` (Overcooked) always get the
+mobility form (`ave_form`), so their AvE is unchanged.
 """
 
 from __future__ import annotations
@@ -53,8 +70,14 @@ from alignlab.nn import contrastive_accuracy, mlp, symmetric_infonce
 from alignlab.nn.contrastive import LOGIT_SCALES, logit_divisor
 from alignlab.rl import polyak_update
 
-METHODS = ("esr", "ave", "random", "goal_inference")
+from .networks import ConvPhi, ConvStateNet, grid_size_of
+
+#: "ave" is AvE as `AgentConfig.ave_variant` says (the paper's by default); "ave_mobility" is
+#: AvE with ave_variant="mobility", ours, reported beside it (experiments.gridworld)
+METHODS = ("esr", "ave", "ave_mobility", "random", "goal_inference")
+AVE_VARIANTS = ("paper", "mobility")
 CONTRASTIVE = ("tiled", "masked", "separate")
+TORSOS = ("mlp", "conv")
 
 
 def adam(params, lr: float) -> torch.optim.Adam:
@@ -73,6 +96,13 @@ class AgentConfig:
 
     repr_dim: int = param(32, ge=1, help="width of the representations phi and psi")
     hidden: tuple[int, ...] = param((128, 128), ge=1, nonempty=True, help="widths of all networks")
+    torso: str = param(
+        "mlp",
+        choices=TORSOS,
+        help="mlp: phi, psi and Q are MLPs on the flat observation and action one-hots; conv: "
+        "the authors' gridworld nets, Conv16-Conv32 (3x3, SAME, SiLU) then the MLP over "
+        "`hidden`, on the grid's planes (esr.networks; gridworld only)",
+    )
     repr_lr: float = param(1e-4, gt=0, help="Adam learning rate of the representation")
     policy_lr: float = param(1e-3, gt=0, help="Adam learning rate of the critic")
     gamma: float = param(0.9, gt=0, lt=1, help="future-state & critic discount, shared as in code")
@@ -96,7 +126,18 @@ class AgentConfig:
     )
     ave_rollouts: int = param(20, ge=1, help="AvE: simulated continuations per state")
     ave_length: int = param(5, ge=1, help="AvE: random human steps per continuation")
-    ave_quirk: bool = param(False, help="AvE: human actions ~ robot's clamped to stay (as in code)")
+    ave_variant: str = param(
+        "paper",
+        choices=AVE_VARIANTS,
+        help="AvE: paper: log var of all object coordinates pooled over the continuations, "
+        "reward of s_t, clamped draws (the authors' code); mobility: log(mean var of the "
+        "human's position + 1e-3), reward of s_{t+1}, uniform draws (ours; module docstring)",
+    )
+    ave_quirk: bool | None = param(
+        None,
+        help="AvE: simulated human actions ~ randint(robot's actions) clamped to stay, as in "
+        "the code (~97% stay); unset: on for the paper variant, off for mobility",
+    )
 
 
 def one_hot(index: torch.Tensor, n: int) -> torch.Tensor:
@@ -109,7 +150,11 @@ class QLearner(torch.nn.Module):
     def __init__(self, obs_dim: int, n_actions: int, cfg: AgentConfig):
         super().__init__()
         self.cfg, self.n_actions = cfg, n_actions
-        self.q = mlp(obs_dim, cfg.hidden, n_actions, activation="swish")
+        if cfg.torso == "conv":  # the authors' critic_fn (esr.networks)
+            size = grid_size_of(obs_dim, n_actions)
+            self.q = ConvStateNet(size, cfg.hidden, n_actions)
+        else:
+            self.q = mlp(obs_dim, cfg.hidden, n_actions, activation="swish")
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.q_opt = adam(self.q.parameters(), cfg.policy_lr)
         if cfg.target_entropy >= math.log(n_actions):
@@ -162,12 +207,21 @@ class ESRRepresentation(torch.nn.Module):
     layer on s plus one embedding row per action (the same function, without multiplying the
     one-hots); the marginal phi(s, a_R, 0) leaves the human's row out, exactly as zeroing its
     one-hot does. Both are initialised like one linear layer over the concatenated input.
+    With `torso="conv"` phi and psi are the authors' gridworld conv nets instead
+    (`networks.ConvPhi`, `networks.ConvStateNet`; the marginal zeroes the a_H planes).
     """
 
     def __init__(self, obs_dim: int, robot_actions: int, human_actions: int, cfg: AgentConfig):
         super().__init__()
         self.repr_dim, self.contrastive = cfg.repr_dim, cfg.contrastive
         self.c = logit_divisor(cfg.repr_dim, cfg.logit_scale)
+        self.torso = cfg.torso
+        if cfg.torso == "conv":  # the authors' repr_fn: conv phi and psi (esr.networks)
+            size = grid_size_of(obs_dim, robot_actions, human_actions)
+            self.phi_conv = ConvPhi(size, cfg.hidden, cfg.repr_dim)
+            self.psi = ConvStateNet(size, cfg.hidden, cfg.repr_dim)
+            self.opt = adam(self.parameters(), cfg.repr_lr)
+            return
         width = cfg.hidden[0]
         bound = (obs_dim + robot_actions + human_actions) ** -0.5
         self.phi_obs = torch.nn.Linear(obs_dim, width)
@@ -184,6 +238,8 @@ class ESRRepresentation(torch.nn.Module):
 
     def phis(self, obs, a_robot, a_human) -> tuple[torch.Tensor, torch.Tensor]:
         """(phi(s, a_R, a_H), phi(s, a_R, 0)), each (B, repr_dim)."""
+        if self.torso == "conv":
+            return self.phi_conv.pair(obs, a_robot, a_human)
         base = self.phi_obs(obs) + self.phi_robot(a_robot.long())
         joint = base + self.phi_human(a_human.long())
         phi = self.phi_rest(torch.cat([joint, base]))
@@ -231,27 +287,47 @@ class ESRRepresentation(torch.nn.Module):
         return info, reward
 
 
+def ave_form(simulator, cfg: AgentConfig) -> str:
+    """The AvE form `ave_reward` computes in this environment: cfg.ave_variant, except that
+    the paper's form needs `object_coordinates` (the gridworld's): environments without it
+    (Overcooked) get "mobility". `simulator` is an environment (not a factory)."""
+    has = hasattr(simulator, "object_coordinates")
+    return "paper" if cfg.ave_variant == "paper" and has else "mobility"
+
+
 def ave_reward(simulator, state: dict, rng: np.random.Generator, cfg: AgentConfig):
     """AvE's empowerment proxy of each state in `state` (module docstring), shape (N,).
 
     `simulator` is an environment (reused, resized by `set_state`) or a factory `m -> env`.
     The state is repeated `ave_rollouts` times, its hidden goal (if any) removed by the env's
     `blind_state`, and the simulated human takes `ave_length` random actions while the robot
-    idles.
+    idles. Which state to pass (s_t for the paper's form, s_{t+1} for mobility) is the
+    caller's (`train.rollout`). The paper's form, as `agents/ave.py::AVEPolicy.compute_reward`
+    with `smart_features=False`: the simulator steps like `envs/gridworld.py::
+    step_human_action` (never frozen, so `dead` is cleared), actions randint(0, 125) clamped to
+    stay, then log np.var of the (N, ave_rollouts * (2 + 2K)) pooled `object_coordinates`.
     """
     sim = simulator if hasattr(simulator, "set_state") else simulator(1)
+    paper = ave_form(sim, cfg) == "paper"
+    quirk = paper if cfg.ave_quirk is None else cfg.ave_quirk
     reps = cfg.ave_rollouts
     repeated = {k: (np.repeat(v, reps, axis=0) if np.ndim(v) else v) for k, v in state.items()}
     blind = getattr(sim, "blind_state", None)
-    sim.set_state(blind(repeated) if blind is not None else repeated)
+    repeated = blind(repeated) if blind is not None else repeated
+    if paper and "dead" in repeated:  # the authors' simulated human is never frozen
+        repeated = {**repeated, "dead": np.zeros_like(repeated["dead"])}
+    sim.set_state(repeated)
     m = sim.num_envs
     idle = np.full(m, sim.noop_robot_action)
     for _ in range(cfg.ave_length):
-        if cfg.ave_quirk:  # the original: randint over the robot's actions, clamped to "stay"
+        if quirk:  # the original: randint over the robot's actions, clamped to "stay"
             a_h = np.minimum(rng.integers(sim.robot_actions, size=m), sim.human_actions - 1)
         else:
             a_h = rng.integers(sim.human_actions, size=m)
         sim.step(idle, a_h)
+    if paper:  # every coordinate of every continuation in one sample (no epsilon in code)
+        pooled = sim.object_coordinates().reshape(m // reps, -1)
+        return np.log(np.maximum(pooled.var(axis=1), 1e-3))
     feats = sim.empowerment_features().reshape(m // reps, reps, -1)
     return np.log(feats.var(axis=1).mean(axis=1) + 1e-3)
 

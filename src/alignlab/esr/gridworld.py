@@ -173,6 +173,18 @@ class VecGridWorld:
         """(N, 2) float: the human's position, whose spread AvE measures (Du et al. 2020)."""
         return self.human.astype(np.float64)
 
+    def object_coordinates(self) -> np.ndarray:
+        """(N, 2 + 2K) float: [human row, human col, box 1 row, box 1 col, ...], the state
+        vector of the original code (`envs/gridworld.py`, `GridWorldEnv.reset`), all of whose
+        entries the paper's AvE pools into one variance (`agent.ave_reward`)."""
+        return np.concatenate([self.human, self.boxes.reshape(self.num_envs, -1)], 1).astype(
+            np.float64
+        )
+
+    def free_human(self, obs: np.ndarray, episode_end: np.ndarray) -> np.ndarray:
+        """`free_human_mask` on this grid: the training's diagnostics (`train._diagnostics`)."""
+        return free_human_mask(obs, episode_end, self.size)
+
     # ---- the human --------------------------------------------------------------------------
 
     def _human_moves(self) -> np.ndarray:
@@ -236,6 +248,36 @@ class VecGridWorld:
         self.dead |= go & np.all(target == self.human, axis=1)
         self.t += 1
         return reward.astype(np.float32)
+
+
+def free_human_mask(obs: np.ndarray, episode_end: np.ndarray, size: int) -> np.ndarray:
+    """(M,) bool: whether the human of each stored state is free.
+
+    `obs` (M, 2 size^2) are `observe` rows of whole episodes in order and `episode_end` (M,) the
+    flat index of each state's episode's last state (an `EpisodeDataset`'s arrays). Free: the
+    human is alive (no box on its cell), has an open neighbouring cell (inside the grid, no
+    box), and moves at this step or a later one of its episode (its cell at some later state
+    differs). Trapped or frozen otherwise: boxed in, crushed, frozen at its goal (it never
+    moves again; the goal itself is not observed), or staying put for the rest of the
+    episode; an episode's last state is never free.
+    """
+    obs = np.asarray(obs)
+    end = np.asarray(episode_end, dtype=np.int64)
+    m, cells = len(obs), size * size
+    rows = np.arange(m)
+    cell = obs[:, :cells].argmax(axis=1)
+    box = obs[:, cells : 2 * cells] > 0.5
+    alive = ~box[rows, cell]
+    nb = np.stack([cell // size, cell % size], 1)[:, None] + DELTAS[None, :STAY]  # (M, 4, 2)
+    inside = np.all((nb >= 0) & (nb < size), axis=2)
+    nb_cell = np.minimum(np.maximum(nb, 0), size - 1) @ np.array([size, 1])
+    open_nb = (inside & ~box[rows[:, None], nb_cell]).any(axis=1)
+    step_moves = np.zeros(m, dtype=bool)  # the human's cell changes from state i to i + 1
+    step_moves[:-1] = cell[1:] != cell[:-1]
+    step_moves &= rows < end
+    moves = np.flatnonzero(step_moves)
+    first = np.append(moves, m)[np.searchsorted(moves, rows)]  # first move at or after i
+    return alive & open_nb & (first < end)
 
 
 def _uniform_free(occupied: np.ndarray, rng: np.random.Generator) -> np.ndarray:

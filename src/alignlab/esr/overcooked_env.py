@@ -54,6 +54,7 @@ class OvercookedEnv(gym.Env):
         delivery_reward: float = 20.0,
         human_epsilon: float = 0.1,
         render_mode: str | None = None,
+        human_temperature: float = 0.0,
     ):
         check_layout_name(layout)
         check_config(horizon, cook_time)
@@ -64,7 +65,7 @@ class OvercookedEnv(gym.Env):
         self.horizon, self.cook_time = int(horizon), int(cook_time)
         self.delivery_reward = float(delivery_reward)
         self.render_mode = render_mode
-        self.human = ScriptedHuman(layout, human_epsilon)
+        self.human = ScriptedHuman(layout, human_epsilon, human_temperature)
         self.obs_dim = obs_dim_of(self.layout)
         self.action_space = gym.spaces.Discrete(NUM_ACTIONS)
         self.observation_space = gym.spaces.Box(0.0, 1.0, (self.obs_dim,), dtype=np.float32)

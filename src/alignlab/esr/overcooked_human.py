@@ -27,9 +27,24 @@ subtask policy with epsilon noise; there is no learning and no human data:
   current cell when another path exists (else it walks the blocked shortest path and waits).
   Ties go to the lowest action / cell index. All decisions are table lookups over the batch.
 - With probability epsilon (default 0.1) a uniformly random action instead.
+- `temperature` (default 0: the deterministic choice above, exactly, drawing no random
+  numbers): the stand-in for the paper's *sampled* behaviour-cloned human (the authors'
+  train_overcooked.py, `step_human`, samples the BC network's categorical policy). Each step,
+  the subtask keeps its priority above (what to do with what is held), and the tile it goes to
+  is drawn from softmax(-cost / temperature) over that subtask's reachable tiles, the cost
+  being the one the greedy choice minimises (the path's moves; for a dish, max(moves, pot
+  timer)); then the action toward the drawn tile, then the epsilon noise. Temperature is in
+  moves: at 1, a tile one move further is e^-1 as likely. The draw is repeated every step (the
+  human has no memory beyond the state, as a BC policy), so between two equally far tiles it
+  may change its mind on the way. Where a subtask has one reachable tile (the one pot of
+  Cramped Room, its one serving tile) the human stays deterministic; the choices are the onion
+  source, the dish source, the pot (two in Coordination Ring and Asymmetric Advantages), the
+  serving tile and the counter a useless item goes on. The observations stay aligned (the
+  state before the step with the actions taken in it), unlike the original's, whose stored
+  observation is one step later than the actions stored with it.
 
 Consequences: the scripted human is competent, deterministic given its state (up to the
-epsilon noise), never adapts to the robot and has none of a BC policy's systematic errors
+epsilon noise, and at temperature 0), never adapts to the robot and has none of a BC policy's systematic errors
 (human_aware_rl's data were recorded under older overcooked-ai dynamics, and BC humans are
 known to misbehave when the dynamics differ: HumanCompatibleAI/human_aware_rl, GitHub #22). Alone it delivers
 about 7-10 soups per 400 steps (the tests check >= 1 on every layout), so the robot's room to
@@ -124,13 +139,19 @@ def _bfs_tables(layout: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 class ScriptedHuman:
-    """Vectorised greedy subtask policy for agent 1 with epsilon noise (module docstring)."""
+    """Vectorised greedy subtask policy for agent 1 with epsilon noise, its target tiles drawn
+    from softmax(-cost / temperature) when `temperature` > 0 (module docstring)."""
 
-    def __init__(self, layout: str = "cramped_room", epsilon: float = 0.1):
+    def __init__(
+        self, layout: str = "cramped_room", epsilon: float = 0.1, temperature: float = 0.0
+    ):
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
+        if not (0.0 <= temperature < np.inf):
+            raise ValueError(f"temperature must be finite and >= 0, got {temperature}")
         self.layout = get_layout(layout)
         self.epsilon = float(epsilon)
+        self.temperature = float(temperature)
         self.dist, self.move, self.face = _bfs_tables(self.layout)
         lay = self.layout
         self._is = {k: lay.tile == k for k in (SERVE, ONION_PILE, DISH_PILE)}
@@ -147,12 +168,22 @@ class ScriptedHuman:
         return self.greedy_state({k: getattr(env, k) for k in STATE_KEYS})
 
     def act(self, env: VecOvercooked, rng: np.random.Generator) -> np.ndarray:
-        """(N,) greedy actions, each replaced by a uniform one with probability epsilon."""
-        return self._noisy(self.greedy(env), rng)
+        """(N,) the policy's actions (`policy_state`: greedy at temperature 0), each replaced by
+        a uniform one with probability epsilon."""
+        self._check_env(env)
+        return self.act_state({k: getattr(env, k) for k in STATE_KEYS}, rng)
 
     def act_state(self, state: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
         """`act` on a state dict (the format of `VecOvercooked.get_state`)."""
-        return self._noisy(self.greedy_state(state), rng)
+        return self._noisy(self.policy_state(state, rng), rng)
+
+    def policy_state(self, state: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+        """(N,) actions before the epsilon noise: `greedy_state` at temperature 0 (no random
+        number drawn); else each env's target tile drawn from softmax(-cost / temperature) over
+        its subtask's reachable tiles, one uniform per env (module docstring)."""
+        if self.temperature == 0.0:
+            return self.greedy_state(state)
+        return self._decide(state, rng.random(len(state["agent_pos"])))
 
     def _noisy(self, greedy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         n = len(greedy)
@@ -161,6 +192,11 @@ class ScriptedHuman:
 
     def greedy_state(self, state: dict[str, Any]) -> np.ndarray:
         """(N,) greedy actions from a state dict (arrays with leading dim N; "t" unused)."""
+        return self._decide(state, None)
+
+    def _decide(self, state: dict[str, Any], u: np.ndarray | None) -> np.ndarray:
+        """(N,) actions from a state dict: each subtask's target tile the cheapest (`u` None)
+        or drawn by inverse CDF from softmax(-cost / temperature) with the uniforms `u` (N,)."""
         lay = self.layout
         pos = np.asarray(state["agent_pos"], dtype=np.int64)
         hdir = np.asarray(state["agent_dir"], dtype=np.int64)[:, 1]
@@ -197,7 +233,10 @@ class ScriptedHuman:
         def best(mask: np.ndarray, score: np.ndarray | None = None):
             sc = np.where(mask & (dist < _INF), dist if score is None else score, np.inf)
             j = sc.argmin(axis=1)
-            return j, np.isfinite(sc[rows, j])
+            ok = np.isfinite(sc[rows, j])
+            if u is not None:
+                j = np.where(ok, softmax_choice(sc, u, self.temperature), j)
+            return j, ok
 
         # the candidate stages, first reachable one wins, per held item
         # a dish goes to the pot it can empty soonest: max(moves, timer), then fewer moves
@@ -228,13 +267,33 @@ class ScriptedHuman:
         return np.where(chosen & (d < _INF), action, STAY).astype(np.int64)
 
 
+def softmax_choice(cost: np.ndarray, u: np.ndarray, temperature: float) -> np.ndarray:
+    """(N,) per row of `cost` (N, K) an index drawn with probability proportional to
+    exp(-cost / temperature), by inverse CDF with the uniforms `u` (N,) in [0, 1); infinite
+    costs have probability 0 (a row with no finite cost gives 0)."""
+    finite = np.isfinite(cost)
+    low = np.where(finite, cost, np.inf).min(axis=1, keepdims=True)
+    shifted = np.where(finite, cost - np.where(np.isfinite(low), low, 0.0), 0.0)
+    weight = np.where(finite, np.exp(-shifted / temperature), 0.0)
+    cdf = np.cumsum(weight, axis=1)
+    k = (cdf <= u[:, None] * cdf[:, -1:]).sum(axis=1)
+    return np.where(finite.any(axis=1), np.minimum(k, cost.shape[1] - 1), 0)
+
+
 class AssistedOvercooked(VecOvercooked):
     """`VecOvercooked` whose human (agent 1) is the scripted noisy human: the training loop's
     environment interface (`human_act`)."""
 
-    def __init__(self, layout: str, num_envs: int, horizon: int, human_epsilon: float):
+    def __init__(
+        self,
+        layout: str,
+        num_envs: int,
+        horizon: int,
+        human_epsilon: float,
+        human_temperature: float = 0.0,
+    ):
         super().__init__(layout, num_envs, horizon)
-        self.human_policy = ScriptedHuman(layout, human_epsilon)
+        self.human_policy = ScriptedHuman(layout, human_epsilon, human_temperature)
 
     def human_act(self, rng: np.random.Generator) -> np.ndarray:
         return self.human_policy.act(self, rng)

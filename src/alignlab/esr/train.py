@@ -1,11 +1,32 @@
 """Training and evaluating an assistant in a vectorised two-player environment (Algorithm 1).
 
 One epoch (ESR notes, "One epoch"): roll out `num_envs` episodes in lockstep, the human
-moving first, then the robot; append them to the replay buffer; then the updates. The paper's
-code runs all `repr_updates` contrastive steps, then all `q_updates` critic steps; here they
-alternate on shared batches: iteration i draws one batch, takes contrastive step i (whose
-forward pass gives the batch's reward, computed before the step) and critic step i on that
-reward. Then `dual_updates` precision steps.
+moving first, then the robot; append them to the replay buffer; then the updates, in the order
+`LoopConfig.schedule` names:
+- "interleaved" (the default): the steps alternate on shared batches: iteration i draws one
+  batch, takes contrastive step i (whose forward pass gives the batch's reward, computed before
+  the step) and critic step i on that reward.
+- "paper": the authors' order (agents/base.py, `Base.update`: three `jax.lax.scan`s;
+  agents/contrastive.py, `update_repr` and `update_critic`): all `repr_updates` contrastive
+  steps, each on its own batch; then all `q_updates` critic steps, each on a fresh batch whose
+  reward is recomputed (`ESRRepresentation.reward`) by the representation after all of its
+  steps. The authors also start acting with the learned policy at once (train_grid.py,
+  `rollout_emp`: no warm-up): `warmup_epochs=0`.
+Then `dual_updates` precision steps, each on a fresh batch (both schedules).
+
+Diagnostics (`_diagnostics`), at every metric line, on one batch of `DIAGNOSTIC_BATCH` states
+drawn from the replay buffer with a generator of its own (stream (*seed, "diagnostics",
+epoch)), so the training's random numbers and results do not change:
+- `reward_std`: the standard deviation of ESR's reward r = (phi(s,a_R,a_H) - phi(s,a_R,0))^T
+  psi(s+) over the batch, in reward units (what the critic sees);
+- `mi_free_minus_trapped`: r / c (the pointwise estimate in nats, c the logit divisor, the
+  units of the logged `mutual_info`) averaged over the batch's states whose human is free
+  minus over those whose human is trapped or frozen; absent when the batch lacks either;
+- `free_share`: the share of the buffer's anchor states whose human is free.
+"Free" is the environment's `free_human(obs, episode_end)` (gridworld: alive, an open
+neighbouring cell, and it moves at that step or a later one of its episode); environments
+without one (Overcooked) log `reward_std` only. The series are returned as `diag_curve`, rows
+[epoch, *DIAGNOSTICS] (None where undefined).
 
 Every `checkpoint_every` epochs the training saves all it needs to continue exactly (networks,
 optimisers, precision, replay buffer, generator, curves and logging windows) in its context's
@@ -33,7 +54,13 @@ from alignlab.core.context import Context
 from alignlab.core.seeding import generator, seed_torch
 from alignlab.rl import EpisodeDataset, to_torch
 
-from .agent import AgentConfig, ESRRepresentation, GoalPosterior, QLearner, ave_reward
+from .agent import AgentConfig, ESRRepresentation, GoalPosterior, QLearner, ave_form, ave_reward
+
+SCHEDULES = ("interleaved", "paper")
+#: the columns of `train_assistant`'s "diag_curve" after the epoch (module docstring)
+DIAGNOSTICS = ("mi_free_minus_trapped", "reward_std", "free_share")
+#: states per diagnostic batch (one batch per metric line; `_diagnostics`)
+DIAGNOSTIC_BATCH = 1024
 
 
 @dataclass
@@ -51,6 +78,14 @@ class LoopConfig:
     repr_updates: int = param(20, ge=0, help="contrastive representation steps per epoch")
     q_updates: int = param(20, ge=0, help="critic steps per epoch")
     dual_updates: int = param(5, ge=0, help="precision (dual) steps per epoch")
+    schedule: str = param(
+        "interleaved",
+        choices=SCHEDULES,
+        help="order of an epoch's updates. interleaved: contrastive step i and critic step i "
+        "share batch i, whose reward comes from the representation before step i; paper: all "
+        "contrastive steps, then all critic steps on fresh batches with the reward of the "
+        "updated representation (the authors' agents/base.py Base.update); dual steps last",
+    )
     buffer_epochs: int = param(5, ge=1, help="epochs of episodes the replay buffer holds")
     eval_episodes: int = param(128, ge=1, help="evaluation episodes per trained robot")
     log_every: int = param(10, ge=1, help="epochs between metric lines")
@@ -159,10 +194,13 @@ def plan_for_goal(env, goal: np.ndarray, lookahead: int | None = None) -> np.nda
 # ---- episodes -----------------------------------------------------------------------------
 
 
-def rollout(env, robot, rng: np.random.Generator, ave: Callable | None = None) -> dict[str, Any]:
+def rollout(
+    env, robot, rng: np.random.Generator, ave: Callable | None = None, ave_of_s_t: bool = False
+) -> dict[str, Any]:
     """One lockstep episode in every env: obs (N, T+1, D), robot/human actions (N, T), env
-    rewards (N, T), AvE proxy rewards of s_{t+1} (N, T) when `ave` is given, and per-episode
-    statistics (return, crushed/dead rate, the human's own reward where the env keeps it)."""
+    rewards (N, T), AvE proxy rewards (N, T) when `ave` is given (of s_t, the state acted in,
+    with `ave_of_s_t` as the paper's AvE; else of s_{t+1}), and per-episode statistics
+    (return, crushed/dead rate, the human's own reward where the env keeps it)."""
     env.reset(rng)
     robot.begin(env)
     N, T = env.num_envs, env.horizon
@@ -172,13 +210,15 @@ def rollout(env, robot, rng: np.random.Generator, ave: Callable | None = None) -
     rew = np.zeros((N, T), dtype=np.float32)
     proxy = np.zeros((N, T), dtype=np.float32) if ave is not None else None
     for t in range(T):
+        if ave is not None and ave_of_s_t:  # train_grid.py::rollout_emp: r_t = AvE(s_t)
+            proxy[:, t] = ave(env.get_state(), rng)
         o = env.observe()
         obs[:, t] = o
         a_h[:, t] = env.human_act(rng)
         a_r[:, t] = robot.act(env, o, rng)
         robot.observe_human(env, a_h[:, t])
         rew[:, t] = env.step(a_r[:, t], a_h[:, t])
-        if ave is not None:
+        if ave is not None and not ave_of_s_t:
             proxy[:, t] = ave(env.get_state(), rng)
     obs[:, T] = env.observe()
     stats = {"return": rew.sum(1)}
@@ -257,12 +297,14 @@ def train_assistant(
     )
     sim = make_env(1) if method == "ave" else None  # AvE's simulator, built once
     ave = (lambda state, r: ave_reward(sim, state, r, agent)) if method == "ave" else None
+    ave_of_s_t = sim is not None and ave_form(sim, agent) == "paper"  # the paper's: AvE(s_t)
     buffer = ReplayBuffer(capacity=loop.buffer_epochs * loop.num_envs * (env.horizon + 1))
     robot, warmup = LearnedRobot(learner), RandomRobot()
     modules = {"learner": learner, **({"representation": rep} if rep is not None else {})}
     optimizers = {"q": learner.q_opt, **({"representation": rep.opt} if rep is not None else {})}
     # `info`: update metrics since the last metric line; `window`: episode statistics since then
     s: dict[str, Any] = {"epoch": 0, "curve": [], "mi_curve": [], "window": {}, "info": {}}
+    s["diag_curve"] = []
     s.update(train_time_s=0.0, update_time_s=0.0, updates=0)
     ck = ctx.checkpoint.load() if ctx is not None else None
     if ck is not None:
@@ -271,21 +313,29 @@ def train_assistant(
             {k.removeprefix("buffer."): v for k, v in ck.tensors.items() if k[:7] == "buffer."}
         )
         ck.restore(modules=modules, optimizers=optimizers, generators={"rng": rng})
+        s.setdefault("diag_curve", [])  # a checkpoint from before the diagnostics
     advance = getattr(ctx, "advance", None)  # a unit's progress
     window, info = s["window"], s["info"]
     t0 = time.perf_counter()
     for epoch in range(s["epoch"], loop.epochs):
-        ep = rollout(env, warmup if epoch < loop.warmup_epochs else robot, rng, ave)
+        ep = rollout(env, warmup if epoch < loop.warmup_epochs else robot, rng, ave, ave_of_s_t)
         buffer.add_rollout(ep)
         for k, v in ep["stats"].items():
             window.setdefault(k, []).append(float(v.mean()))
         tu = time.perf_counter()
         n_repr = loop.repr_updates if rep is not None else 0
-        for i in range(max(n_repr, loop.q_updates)):
+        n_shared = n_repr  # contrastive steps that share their batch with a critic step
+        if loop.schedule == "paper":  # every contrastive step first, each on its own batch
+            for _ in range(n_repr):
+                b = to_torch(buffer.sample(agent.batch_size, rng, agent.gamma))
+                a = b["action"]
+                _accumulate(info, rep.update(b["obs"], a[:, 0], a[:, 1], b["goal"])[0])
+            n_shared = 0  # so every critic batch below takes `reward` of the updated networks
+        for i in range(max(n_shared, loop.q_updates)):
             b = to_torch(buffer.sample(agent.batch_size, rng, agent.gamma))
             obs, a_r, a_h = b["obs"], b["action"][:, 0], b["action"][:, 1]
             r = b["reward"]  # AvE's stored proxy
-            if i < n_repr:  # ESR: the reward comes from the current representation
+            if i < n_shared:  # ESR: the reward comes from the current representation
                 step_info, r = rep.update(obs, a_r, a_h, b["goal"])
                 _accumulate(info, step_info)
             elif rep is not None:
@@ -308,6 +358,10 @@ def train_assistant(
             s["curve"].append([done, means["return"]])
             if "mutual_info" in updates:
                 s["mi_curve"].append([done, updates["mutual_info"]])
+            diag_rng = generator(*stream, "diagnostics", done)
+            diag = _diagnostics(env, buffer, rep, agent.gamma, diag_rng)
+            s["diag_curve"].append([done, *(diag.get(k) for k in DIAGNOSTICS)])
+            updates.update(diag)
             if ctx is not None:
                 ctx.log_metrics(done, **{f"train_{k}": v for k, v in means.items()}, **updates)
         if ctx is not None and done % loop.checkpoint_every == 0 and done < loop.epochs:
@@ -324,9 +378,32 @@ def train_assistant(
         "representation": rep,
         "curve": s["curve"],
         "mi_curve": s["mi_curve"],
+        "diag_curve": s["diag_curve"],
         "train_time_s": s["train_time_s"],
         "updates_per_s": s["updates"] / max(s["update_time_s"], 1e-9),
     }
+
+
+def _diagnostics(env, buffer: ReplayBuffer, rep, gamma: float, rng) -> dict[str, float]:
+    """The metric line's diagnostics of ESR's estimate (module docstring, "Diagnostics"): one
+    batch of `DIAGNOSTIC_BATCH` buffer states drawn from `rng`; no gradient step."""
+    out: dict[str, float] = {}
+    free_of = getattr(env, "free_human", None)
+    free = free_of(buffer.obs, buffer.episode_end) if free_of is not None else None
+    if rep is not None:
+        b = buffer.sample(DIAGNOSTIC_BATCH, rng, gamma)
+        t = to_torch(b)
+        a = t["action"]
+        r = rep.reward(t["obs"], a[:, 0], a[:, 1], t["goal"]).double().numpy()
+        if free is not None:
+            f = free[b["index"]]
+            if f.any() and not f.all():
+                est = r / rep.c  # nats, as `mutual_info`
+                out["mi_free_minus_trapped"] = float(est[f].mean() - est[~f].mean())
+        out["reward_std"] = float(r.std())
+    if free is not None:
+        out["free_share"] = float(free[buffer.anchors].mean())
+    return out
 
 
 def _accumulate(acc: dict[str, list[float]], values: dict[str, float]) -> None:

@@ -48,6 +48,12 @@ class OvercookedConfig:
     n_seeds: int = param(3, ge=1, help="units (seeds) per method and layout")
     horizon: int = param(200, ge=1, help="steps per episode")
     human_epsilon: float = param(0.1, ge=0, le=1, help="scripted human: P(uniform random action)")
+    human_temperature: float = param(
+        0.0,
+        ge=0,
+        help="scripted human: its target tile drawn from softmax(-path cost / temperature), in "
+        "moves; the stand-in for the paper's sampled BC human (0: the deterministic cheapest)",
+    )
     agent: AgentConfig = param(
         factory=lambda: AgentConfig(repr_lr=1e-3, batch_size=128, gamma=0.8, target_entropy=0.9),
         help="the assistant's hyperparameters",
@@ -68,7 +74,7 @@ def unit(key: str, uctx) -> dict:
     s = int(seed[4:])
 
     def make(n: int) -> AssistedOvercooked:
-        return AssistedOvercooked(layout, n, cfg.horizon, cfg.human_epsilon)
+        return AssistedOvercooked(layout, n, cfg.horizon, cfg.human_epsilon, cfg.human_temperature)
 
     out, info = train_or_not(method, make, cfg.agent, cfg.loop, uctx, method, layout, s)
     rng = np.random.default_rng(uctx.substream("eval", method, layout, s))
@@ -97,7 +103,9 @@ def run(ctx) -> dict:
     # the human alone, the robot idle (not a method: the reference for "with / without")
     alone = {}
     for layout in cfg.layouts:
-        env = AssistedOvercooked(layout, cfg.eval_envs, cfg.horizon, cfg.human_epsilon)
+        env = AssistedOvercooked(
+            layout, cfg.eval_envs, cfg.horizon, cfg.human_epsilon, cfg.human_temperature
+        )
         stats = rollout(env, IdleRobot(), generator(ctx.seed, "alone", layout))["stats"]
         alone[layout] = {k: float(v.mean()) for k, v in stats.items()}
     per: dict = {m: {} for m in cfg.methods}
@@ -177,6 +185,7 @@ register(
             "paper": OvercookedConfig(
                 n_seeds=5,
                 horizon=400,
+                human_temperature=1.0,  # a sampled human, as the paper's BC network
                 agent=AgentConfig(
                     hidden=(64, 64),
                     policy_lr=1e-5,
