@@ -221,3 +221,17 @@ def test_a_finished_run_is_reused_without_its_preflight(tmp_path, toys, monkeypa
     again = execute(RunSpec("toy.seeded", preset="smoke", out=str(out), quiet=True))
     assert again.skipped and again.results == first.results
     assert "toy.seeded" in [e.name for e in plan(None, "smoke", [0], tmp_path).experiments]
+
+
+def test_a_study_is_never_reproduced_even_with_only_and_is_named(tmp_path, toys, monkeypatch):
+    import dataclasses
+
+    from alignlab.core.reproduce import STUDY_REASON, plan
+
+    study = dataclasses.replace(toys.SEEDED, study=True)
+    monkeypatch.setitem(registry._REGISTRY, "toy.seeded", study)
+    for only in (None, ["toy"]):
+        p = plan(only, "smoke", [0], tmp_path)
+        assert "toy.seeded" not in [e.name for e in p.experiments]
+        (left,) = [x for x in p.left_out if x.experiment == "toy.seeded"]
+        assert left.reason == STUDY_REASON

@@ -58,6 +58,9 @@ class Experiment:
     #: raises one AlignlabError naming it; called before anything is written, and by
     #: `alignlab reproduce`, which leaves out (and names) an experiment whose check fails
     preflight: Callable[[Any], None] | None = None
+    #: a study (a grid of runs for one question, hours long): `alignlab reproduce` never runs
+    #: it, not even with `--only`, and names it; `alignlab run` does, a slice at a time
+    study: bool = False
 
     def __post_init__(self):
         if "." not in self.name:

@@ -28,6 +28,7 @@ from alignlab.core.sweep import BACKENDS, run_local, run_ray
 
 WIP_REASON = "work in progress: its claims do not reproduce yet"
 NEEDS_REASON = "its requirements are not met"
+STUDY_REASON = "a study, hours long: run it with `alignlab run`"
 
 
 def run_dir(out: Path, preset: str, seed: int, experiment: str) -> Path:
@@ -56,12 +57,15 @@ def plan(only: list[str] | None, preset: str, seeds: list[int], out: Path) -> Pl
             )
     every = registry.experiments()
     exps = [e for e in every if e.system in only] if only else [e for e in every if not e.wip]
+    exps = [e for e in exps if not e.study]
+
+    def reason(e: registry.Experiment) -> str:
+        if e.study:
+            return STUDY_REASON
+        return WIP_REASON if e.wip and not only else "not selected by --only"
+
     left_out = [
-        LeftOut(
-            e.name,
-            WIP_REASON if e.wip and not only else "not selected by --only",
-            run_dir(out, preset, seeds[0], e.name),
-        )
+        LeftOut(e.name, reason(e), run_dir(out, preset, seeds[0], e.name))
         for e in every
         if e not in exps
     ]

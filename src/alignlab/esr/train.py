@@ -57,6 +57,8 @@ from alignlab.rl import EpisodeDataset, to_torch
 from .agent import AgentConfig, ESRRepresentation, GoalPosterior, QLearner, ave_form, ave_reward
 
 SCHEDULES = ("interleaved", "paper")
+#: what a warm-up epoch updates (`LoopConfig.warmup_updates`)
+WARMUP_UPDATES = ("all", "representation")
 #: the columns of `train_assistant`'s "diag_curve" after the epoch (module docstring)
 DIAGNOSTICS = ("mi_free_minus_trapped", "reward_std", "free_share")
 #: states per diagnostic batch (one batch per metric line; `_diagnostics`)
@@ -74,6 +76,19 @@ class LoopConfig:
         ge=0,
         help="first epochs acting uniformly at random (as SAC's start steps), so the "
         "representation sees the human move freely before the policy commits",
+    )
+    warmup_updates: str = param(
+        "all",
+        choices=WARMUP_UPDATES,
+        help="updates of a warm-up epoch. all: every update, as after the warm-up; "
+        "representation: only contrastive steps (each on its own batch), no critic and no dual "
+        "steps, so the precision keeps its initial value until the warm-up ends",
+    )
+    warmup_repr_updates: int = param(
+        0,
+        ge=0,
+        help="contrastive steps per warm-up epoch with warmup_updates=representation (0: "
+        "repr_updates)",
     )
     repr_updates: int = param(20, ge=0, help="contrastive representation steps per epoch")
     q_updates: int = param(20, ge=0, help="critic steps per epoch")
@@ -323,15 +338,20 @@ def train_assistant(
         for k, v in ep["stats"].items():
             window.setdefault(k, []).append(float(v.mean()))
         tu = time.perf_counter()
+        # a representation-only warm-up epoch: its contrastive steps alone (LoopConfig)
+        repr_only = epoch < loop.warmup_epochs and loop.warmup_updates == "representation"
         n_repr = loop.repr_updates if rep is not None else 0
+        if repr_only and rep is not None:
+            n_repr = loop.warmup_repr_updates or loop.repr_updates
+        n_q = 0 if repr_only else loop.q_updates
         n_shared = n_repr  # contrastive steps that share their batch with a critic step
-        if loop.schedule == "paper":  # every contrastive step first, each on its own batch
+        if loop.schedule == "paper" or repr_only:  # every contrastive step, each on its own batch
             for _ in range(n_repr):
                 b = to_torch(buffer.sample(agent.batch_size, rng, agent.gamma))
                 a = b["action"]
                 _accumulate(info, rep.update(b["obs"], a[:, 0], a[:, 1], b["goal"])[0])
             n_shared = 0  # so every critic batch below takes `reward` of the updated networks
-        for i in range(max(n_shared, loop.q_updates)):
+        for i in range(max(n_shared, n_q)):
             b = to_torch(buffer.sample(agent.batch_size, rng, agent.gamma))
             obs, a_r, a_h = b["obs"], b["action"][:, 0], b["action"][:, 1]
             r = b["reward"]  # AvE's stored proxy
@@ -340,13 +360,13 @@ def train_assistant(
                 _accumulate(info, step_info)
             elif rep is not None:
                 r = rep.reward(obs, a_r, a_h, b["goal"])
-            if i < loop.q_updates:
+            if i < n_q:
                 _accumulate(info, learner.q_update(obs, a_r, r, b["next_obs"]))
-        for _ in range(loop.dual_updates):
+        for _ in range(0 if repr_only else loop.dual_updates):
             b = buffer.sample(agent.batch_size, rng, agent.gamma)
             _accumulate(info, learner.dual_update(torch.as_tensor(b["obs"])))
         s["update_time_s"] += time.perf_counter() - tu
-        s["updates"] += max(n_repr, loop.q_updates)  # one update = one iteration of the loop
+        s["updates"] += max(n_repr, n_q)  # one update = one iteration of the loop
         if advance is not None:
             advance(1)
         done = epoch + 1
