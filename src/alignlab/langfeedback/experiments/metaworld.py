@@ -15,7 +15,7 @@ Meta-World 3.1.1 pins MuJoCo 3.3.0, so it runs in its own interpreter: `make set
 `.venv-mw` and `make reproduce` / `make test` point `ALIGNLAB_METAWORLD_PYTHON` at it
 (the `metaworld` extra). Without one, `reproduce` leaves this experiment out and says why.
 
-Claims (the issue's subset for Meta-World): L1 held-out sign accuracy >= 0.90; R1 paper
+Claims (the subset the paper's Meta-World results support): L1 held-out sign accuracy >= 0.90; R1 paper
 protocol, CE at 10 queries language < comparisons (CI); R2 paper protocol, CE at 100 queries
 language <= comparisons. The official Meta-World result files give 0.616 vs 0.623 at 10
 queries and 0.390 vs 0.411 at 100.
