@@ -48,6 +48,9 @@ def experiment(request):
     name = request.param
     if name != EXAMPLE:
         exp = registry.get(name)
+        if exp.study:  # a study keeps finished units in the cache: each test gets its own
+            cache = request.getfixturevalue("tmp_path") / "study-cache"
+            request.getfixturevalue("monkeypatch").setenv("ALIGNLAB_CACHE", str(cache))
         if exp.preflight is not None:
             try:  # an absent optional interpreter or endpoint: a reported skip naming the fix
                 exp.preflight(exp.presets["smoke"])

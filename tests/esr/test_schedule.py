@@ -285,7 +285,7 @@ def test_mi_free_minus_trapped_and_reward_std_by_hand():
     assert out["free_share"] == pytest.approx(3 / 8)
 
 
-def test_diagnostics_in_a_tiny_runs_metrics_and_curves(tmp_path):
+def test_diagnostics_in_a_tiny_runs_metrics_and_curves(tmp_path, monkeypatch):
     def make(n):
         return VecGridWorld(n, 5, 2, 0.2, 12, start="random")
 
@@ -299,8 +299,14 @@ def test_diagnostics_in_a_tiny_runs_metrics_and_curves(tmp_path):
     assert [row[0] for row in out["diag_curve"]] == [1, 2, 3]
     assert all(len(row) == 1 + len(DIAGNOSTICS) for row in out["diag_curve"])
     assert out["diag_curve"][-1][1:] == [lines[-1][k] for k in DIAGNOSTICS]
-    # the diagnostics draw from their own stream: the same seed gives the same training
+    # the diagnostics draw from their own stream: without them the training is the same
     again = train_assistant("esr", make, tiny_agent(), tiny_loop(), seed=0)
     assert again["curve"] == out["curve"] and again["diag_curve"] == out["diag_curve"]
     ave = train_assistant("ave", make, tiny_agent(), tiny_loop(), seed=0)
     assert all(row[1] is None and row[2] is None and row[3] > 0 for row in ave["diag_curve"])
+    monkeypatch.setattr(train_mod, "_diagnostics", lambda *a, **k: {})
+    bare = train_assistant("esr", make, tiny_agent(), tiny_loop(), seed=0)
+    assert bare["curve"] == out["curve"] and bare["mi_curve"] == out["mi_curve"]
+    for name in ("learner", "representation"):
+        mine, theirs = out[name].state_dict(), bare[name].state_dict()
+        assert all(torch.equal(mine[k], theirs[k]) for k in mine), name

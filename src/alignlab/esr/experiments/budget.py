@@ -31,17 +31,21 @@ and ESR − random as the Welch difference between the cell's seeds and all of t
 
 A unit checkpoints mid-way like the gridworld's (`--resume`). Its result and metric lines are
 also kept in the cache (`$ALIGNLAB_CACHE/esr-budget-units/`), keyed by what they depend on
-(the unit's gridworld config, its gridworld key and the run seed), so the study can be run a
+(the unit's gridworld config, its gridworld key, the run seed, and a fingerprint of the
+training code and the torch and numpy versions: `code_fingerprint`), so the study can be run a
 slice at a time (`--set budgets=[1] ...`) and a later run, of the whole grid or another slice,
 reuses every unit already finished; the cache folder can be copied to or from another machine.
-Delete it (or bump `CACHE_VERSION`) after a change to the training code.
+A change to the training code makes new units; delete the folder to reclaim the old ones.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import re
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -219,6 +223,31 @@ class _WithConfig:
         return getattr(self._uctx, name)
 
 
+#: the source files a unit's result depends on (beside its config), relative to `alignlab/`
+CODE = (
+    "esr/agent.py", "esr/train.py", "esr/gridworld.py", "esr/networks.py",
+    "esr/experiments/gridworld.py", "esr/experiments/common.py", "rl", "nn",
+    "core/seeding.py", "core/stats.py",
+)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """sha256 of the `CODE` sources and the torch and numpy versions: a change to the training
+    code or the numerics is a new unit, never a stale cached one."""
+    import numpy
+    import torch
+
+    root = Path(__file__).resolve().parents[2]
+    h = hashlib.sha256(f"torch {torch.__version__} numpy {numpy.__version__}".encode())
+    for name in CODE:
+        path = root / name
+        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def unit(key: str, uctx) -> dict:
     """One unit: esr.gridworld's unit on the derived config (module docstring), its result
     and metric lines taken from the cache when an earlier run finished it."""
@@ -227,6 +256,7 @@ def unit(key: str, uctx) -> dict:
     gkey = f"{'random' if variant is None else 'esr'}/boxes{k}/seed{s}"
     spec = {
         "version": CACHE_VERSION,
+        "code": code_fingerprint(),
         "unit": gkey,
         "seed": uctx.seed,
         "config": {f: v for f, v in cfglib.to_dict(gcfg).items() if f not in _NOT_IN_KEY},
@@ -423,7 +453,7 @@ register(
         run=run,
         # work in progress because it is a study, not a reproduction: it tests how ESR's
         # result depends on the representation's budget and settings, and its full grid
-        # (about 3.5 CPU-hours, half of it the conv units) is far too long for `alignlab
+        # (about 3.6 CPU-hours, half of it the conv units) is far too long for `alignlab
         # reproduce`; its one claim is a check of the study, not one of the paper's
         wip=True,
         study=True,

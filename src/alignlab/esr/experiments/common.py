@@ -31,11 +31,14 @@ SMOKE_AGENT = AgentConfig(batch_size=16, hidden=(16, 16), repr_dim=8, ave_rollou
 
 def paper_loop(q_updates: int, buffer_epochs: int) -> LoopConfig:
     """The authors' schedule (ESR notes, "Gridworld defaults"): 10,000 epochs of 100 envs, 100
-    contrastive and dual updates an epoch, no warm-up; the critic's updates and the buffer
-    differ between the gridworld and Overcooked."""
+    contrastive and dual updates an epoch, no warm-up, the updates in their order (all
+    contrastive steps, then the critic's, then the dual ones: `agents/base.py`, `Base.update`,
+    which `train_grid.py` and `train_overcooked.py` both call); the critic's updates and the
+    buffer differ between the gridworld and Overcooked."""
     return LoopConfig(
         epochs=10_000, num_envs=100, warmup_epochs=0, repr_updates=100, q_updates=q_updates,
         dual_updates=100, buffer_epochs=buffer_epochs, log_every=100, checkpoint_every=250,
+        schedule="paper",
     )  # fmt: skip
 
 
