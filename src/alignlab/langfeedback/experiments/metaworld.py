@@ -118,19 +118,13 @@ register(
                 "R1_language_early",
                 "paper protocol, CE at 10 queries: language < comparisons (paired 95 % CI)",
                 lambda r: RW.r1(r["reward"]),
-                figure=lambda r: {
-                    "language": r["reward"]["R1"]["language"],
-                    "comparisons": r["reward"]["R1"]["comparisons"],
-                },
+                figure=RW.pair_figure("R1", within="reward"),
             ),
             Claim(
                 "R2_language_late",
                 "paper protocol, CE at 100 queries: language <= comparisons",
                 lambda r: RW.r2(r["reward"]),
-                figure=lambda r: {
-                    "language": r["reward"]["R2"]["language"],
-                    "comparisons": r["reward"]["R2"]["comparisons"],
-                },
+                figure=RW.pair_figure("R2", within="reward"),
             ),
         ],
         plots=plot,

@@ -198,6 +198,16 @@ def u(r):
     ] > 0
 
 
+def pair_figure(key: str, within: str | None = None):
+    """A claim's figure: language's and comparisons' value in `r[key]` (`r[within][key]`)."""
+
+    def figure(r):
+        c = (r if within is None else r[within])[key]
+        return {"language": c["language"], "comparisons": c["comparisons"]}
+
+    return figure
+
+
 def plot(r, ctx) -> None:
     from alignlab.core.plotting import plt
 
@@ -254,37 +264,25 @@ register(
                 "R1_language_early",
                 "paper protocol, CE at 10 queries: language < comparisons (paired 95 % CI)",
                 r1,
-                figure=lambda r: {
-                    "language": r["R1"]["language"],
-                    "comparisons": r["R1"]["comparisons"],
-                },
+                figure=pair_figure("R1"),
             ),
             Claim(
                 "R2_language_late",
                 "paper protocol, CE at 100 queries: language <= comparisons",
                 r2,
-                figure=lambda r: {
-                    "language": r["R2"]["language"],
-                    "comparisons": r["R2"]["comparisons"],
-                },
+                figure=pair_figure("R2"),
             ),
             Claim(
                 "R3_tuned",
                 "(ours) R1 with each method's tuned learning rate",
                 r3,
-                figure=lambda r: {
-                    "language": r["R3"]["language"],
-                    "comparisons": r["R3"]["comparisons"],
-                },
+                figure=pair_figure("R3"),
             ),
             Claim(
                 "U_study_analogue",
                 "learned argmax's true reward at 5/10/15/20 queries: language > comparisons (CI)",
                 u,
-                figure=lambda r: {
-                    "language": r["U"]["language"],
-                    "comparisons": r["U"]["comparisons"],
-                },
+                figure=pair_figure("U"),
             ),
         ],  # fmt: skip
         plots=plot,
