@@ -22,6 +22,7 @@ import torch
 from alignlab.core import config as cfglib
 from alignlab.core.checkpoint import Checkpointer, SimulatedCrash, crash_after_checkpoint
 from alignlab.core.errors import AlignlabError
+from alignlab.core.experiment import get
 from alignlab.core.run import RunSpec, execute, is_timing, run_status
 from alignlab.core.units import unit_folder
 from alignlab.esr import train as train_mod
@@ -162,9 +163,31 @@ def test_unit_configs_contrastive_steps_and_keys_of_the_quick_preset():
     assert budget.parse_key("random-b2-s4") == (None, 2, 1, 4)
 
 
+def test_the_conv_variant_runs_its_own_seed_counts_capped_by_the_others():
+    quick = budget.BudgetConfig(conv_seeds_per_budget=(3, 3, 2, 1))
+    assert budget.seeds_at(quick, "conv") == {1: 3, 2: 3, 4: 2, 8: 1}
+    assert budget.seeds_at(quick, "current") == {1: 5, 2: 5, 4: 3, 8: 2}
+    keys = budget.unit_keys(quick)
+    conv = [k for k in keys if k.startswith("esr-conv-b2-")]
+    assert sorted(conv) == sorted(
+        [f"esr-conv-b2-x{m}-s{s}" for m, n in ((1, 3), (2, 3), (4, 2), (8, 1)) for s in range(n)]
+    )
+    assert len(keys) == 2 * 3 * (5 + 5 + 3 + 2) + 2 * (3 + 3 + 2 + 1) + 2 * 5
+    # a cap above seeds_per_budget is no more than seeds_per_budget; empty: no cap
+    wide = budget.BudgetConfig(seeds_per_budget=(2, 2, 1, 1), conv_seeds_per_budget=(9, 1, 9, 9))
+    assert budget.seeds_at(wide, "conv") == {1: 2, 2: 1, 4: 1, 8: 1}
+    assert budget.seeds_at(budget.BudgetConfig(), "conv") == {1: 5, 2: 5, 4: 3, 8: 2}
+    assert get("esr.budget").presets["quick"].conv_seeds_per_budget == (3, 3, 2, 1)
+
+
 def test_seeds_per_budget_must_match_budgets():
     with pytest.raises(AlignlabError, match="seeds_per_budget must give one seed count per"):
         cfglib.validate(budget.BudgetConfig(budgets=(1, 2), seeds_per_budget=(1,)))
+    with pytest.raises(AlignlabError, match="conv_seeds_per_budget must give one seed count"):
+        cfglib.validate(
+            budget.BudgetConfig(budgets=(1, 2), seeds_per_budget=(1, 1), conv_seeds_per_budget=(1,))
+        )
+    cfglib.validate(budget.BudgetConfig(budgets=(1, 2), seeds_per_budget=(1, 1)))  # no cap: fine
 
 
 def spec(tmp_path, experiment, name, overrides=(), **kw):

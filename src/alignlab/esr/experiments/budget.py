@@ -113,6 +113,13 @@ class BudgetConfig:
         help="seeds (units) per variant and box count at each budget, in the order of budgets; "
         "the random robot runs max(seeds_per_budget) seeds",
     )
+    conv_seeds_per_budget: tuple[int, ...] = param(
+        (),
+        ge=1,
+        help="the conv variant's seeds at each budget, each capped by seeds_per_budget; empty: "
+        "seeds_per_budget's. Its units cost 4-5.5× the MLP's on a CPU (docs/esr.md), so the "
+        "quick preset gives it (3, 3, 2, 1)",
+    )
     repr_first_updates: int = param(
         150,
         ge=1,
@@ -128,12 +135,14 @@ class BudgetConfig:
     )
 
     def validate(self):
-        if len(self.seeds_per_budget) != len(self.budgets):
-            raise ConfigError(
-                "seeds_per_budget",
-                f"must give one seed count per budget ({len(self.budgets)}: "
-                f"{list(self.budgets)}), got {list(self.seeds_per_budget)}",
-            )
+        for name in ("seeds_per_budget", "conv_seeds_per_budget"):
+            given = getattr(self, name)
+            if (given or name == "seeds_per_budget") and len(given) != len(self.budgets):
+                raise ConfigError(
+                    name,
+                    f"must give one seed count per budget ({len(self.budgets)}: "
+                    f"{list(self.budgets)}), got {list(getattr(self, name))}",
+                )
         most = self.base.size * self.base.size - 2
         if max(self.obstacles) > most:
             raise ConfigError(
@@ -176,19 +185,23 @@ def contrastive_steps(loop: LoopConfig) -> int:
     return loop.warmup_epochs * warm + (loop.epochs - loop.warmup_epochs) * loop.repr_updates
 
 
-def seeds_at(cfg: BudgetConfig) -> dict[int, int]:
-    return dict(zip(cfg.budgets, cfg.seeds_per_budget, strict=True))
+def seeds_at(cfg: BudgetConfig, variant: str) -> dict[int, int]:
+    """Seeds (units) of `variant` at each budget."""
+    seeds = dict(zip(cfg.budgets, cfg.seeds_per_budget, strict=True))
+    if variant == "conv" and cfg.conv_seeds_per_budget:
+        cap = dict(zip(cfg.budgets, cfg.conv_seeds_per_budget, strict=True))
+        seeds = {m: min(n, cap[m]) for m, n in seeds.items()}
+    return seeds
 
 
 def unit_keys(cfg: BudgetConfig) -> list[str]:
     """Every unit's key, the costliest first (so parallel workers finish together)."""
-    seeds = seeds_at(cfg)
     esr = [
         f"esr-{v}-b{k}-x{m}-s{s}"
         for v in cfg.variants
         for k in cfg.obstacles
         for m in cfg.budgets
-        for s in range(seeds[m])
+        for s in range(seeds_at(cfg, v)[m])
     ]
     esr.sort(key=lambda key: -_cost(cfg, key))  # stable: ties keep the order above
     rnd = [f"random-b{k}-s{s}" for k in cfg.obstacles for s in range(max(cfg.seeds_per_budget))]
@@ -305,13 +318,13 @@ def run(ctx) -> dict:
     keys = unit_keys(cfg)
     size = max(cfg.budgets) * cfg.base.loop.epochs  # a unit's progress: its epochs
     out = run_units(ctx, keys, unit, size=size, description="budget units")
-    seeds = seeds_at(cfg)
     n_random = max(cfg.seeds_per_budget)
     results: dict = {
         "obstacles": list(cfg.obstacles),
         "variants": list(cfg.variants),
         "budgets": list(cfg.budgets),
         "seeds_per_budget": list(cfg.seeds_per_budget),
+        "conv_seeds_per_budget": list(cfg.conv_seeds_per_budget),
         "base_epochs": cfg.base.loop.epochs,
         "warmup_epochs": cfg.base.loop.warmup_epochs,
         "horizon": cfg.base.horizon,
@@ -329,7 +342,8 @@ def run(ctx) -> dict:
         for v in cfg.variants:
             cells = results["per"][v].setdefault(str(k), {})
             for m in cfg.budgets:
-                units = [out[f"esr-{v}-b{k}-x{m}-s{s}"] for s in range(seeds[m])]
+                n = seeds_at(cfg, v)[m]
+                units = [out[f"esr-{v}-b{k}-x{m}-s{s}"] for s in range(n)]
                 returns = [u["return"] for u in units]
                 d, half = welch_diff_ci95(returns, rnd_returns)
                 cells[str(m)] = {
@@ -446,8 +460,9 @@ register(
                     obstacles=(2,), n_seeds=1, loop=SMOKE_LOOP, agent=SMOKE_AGENT, eval_envs=4
                 ),
             ),
-            "quick": BudgetConfig(),
-            # the same as quick: the study scales the quick preset (see `base`'s help)
+            "quick": BudgetConfig(conv_seeds_per_budget=(3, 3, 2, 1)),
+            # the quick preset with every variant on every seed: the study scales the quick
+            # preset (see `base`'s help), and a GPU affords the conv units
             "paper": BudgetConfig(),
         },
         run=run,
