@@ -188,6 +188,10 @@ def test_seeds_per_budget_must_match_budgets():
             budget.BudgetConfig(budgets=(1, 2), seeds_per_budget=(1, 1), conv_seeds_per_budget=(1,))
         )
     cfglib.validate(budget.BudgetConfig(budgets=(1, 2), seeds_per_budget=(1, 1)))  # no cap: fine
+    # the quick preset's cap matters only when conv runs: a slice without it needs no new cap
+    quick = get("esr.budget").presets["quick"]
+    cfglib.validate(cfglib.apply_overrides(quick, ["variants=[current]", "budgets=[1]",
+                                                   "seeds_per_budget=[2]"]))  # fmt: skip
 
 
 def spec(tmp_path, experiment, name, overrides=(), **kw):

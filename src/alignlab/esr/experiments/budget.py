@@ -116,8 +116,8 @@ class BudgetConfig:
     conv_seeds_per_budget: tuple[int, ...] = param(
         (),
         ge=1,
-        help="the conv variant's seeds at each budget, each capped by seeds_per_budget; empty: "
-        "seeds_per_budget's. Its units cost 4-5.5× the MLP's on a CPU (docs/esr.md), so the "
+        help="the conv variant's seeds at each budget, each capped by seeds_per_budget (checked "
+        "only when conv is run); empty: seeds_per_budget's. Its units cost 4-5.5× the MLP's on a CPU (docs/esr.md), so the "
         "quick preset gives it (3, 3, 2, 1)",
     )
     repr_first_updates: int = param(
@@ -135,13 +135,16 @@ class BudgetConfig:
     )
 
     def validate(self):
-        for name in ("seeds_per_budget", "conv_seeds_per_budget"):
-            given = getattr(self, name)
-            if (given or name == "seeds_per_budget") and len(given) != len(self.budgets):
+        checked = ["seeds_per_budget"]
+        if "conv" in self.variants and self.conv_seeds_per_budget:
+            checked.append("conv_seeds_per_budget")
+        for name in checked:
+            if len(getattr(self, name)) != len(self.budgets):
                 raise ConfigError(
                     name,
                     f"must give one seed count per budget ({len(self.budgets)}: "
-                    f"{list(self.budgets)}), got {list(getattr(self, name))}",
+                    f"{list(self.budgets)}), got {list(getattr(self, name))}"
+                    + ("; [] runs conv on seeds_per_budget's" if name[0] == "c" else ""),
                 )
         most = self.base.size * self.base.size - 2
         if max(self.obstacles) > most:
