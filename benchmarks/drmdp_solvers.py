@@ -5,6 +5,11 @@
     exact optimal set; the table shows how much faster DP is.
 (b) The DP real-time solve time as |S|·|Θ|·H grows (|A| = 10, 4 successors per (s, θ, a)), as a
     log-log plot, and the headline |S| = 1000, |Θ| = 20, |A| = 10, H = 100 (must be < 2 s).
+(c) The headline against the reference: the state-major loop that `dp` ran before its
+    action-major one (q[x, a], the maximum and argmax over a short last axis), kept here op for
+    op (`reference_induction`). Both in one run, interleaved, median of the repeats; the values,
+    policy and Q-values must be equal bit for bit; the peak of numpy's allocations
+    (tracemalloc) and the machine's load average are printed beside the times.
 
 Usage: python benchmarks/drmdp_solvers.py [--quick]
 Writes docs/img/drmdp_dp_scaling.png and docs/img/drmdp_benchmark.json. Single thread.
@@ -20,6 +25,7 @@ import json  # noqa: E402
 import pathlib  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
+import tracemalloc  # noqa: E402
 
 import matplotlib  # noqa: E402
 
@@ -83,6 +89,67 @@ def time_real_time(rng, n_states, n_thetas, n_actions, horizon, repeats, keep_q=
     return best
 
 
+def reference_induction(model, rewards):
+    """The unconstrained state-major backward induction `dp` ran before (Q kept): q[x, a] =
+    r + P V, V = max_a q, greedy with near-ties to the no-op, then to the lowest index."""
+    H, X, A = model.horizon, model.n_aug, model.n_actions
+    v, tol, noop = np.zeros(X), 1e-9, model.noop_index
+    policy, q_all = np.empty((H, X), dtype=np.int64), np.empty((H, X, A))
+    for t in reversed(range(H)):
+        q = rewards + np.einsum("rk,rk->r", model.probs, v[model.successors]).reshape(X, A)
+        best = q.max(axis=1, keepdims=True)
+        near_best = q >= best - tol * (1.0 + np.abs(best))
+        policy[t] = np.where(near_best[:, noop], noop, near_best.argmax(axis=1))
+        v = q.max(axis=1)
+        q_all[t] = q
+    return v, policy, q_all
+
+
+def against_reference(repeats: int) -> dict:
+    """(c): the headline solve, ours and the reference, interleaved; equality; memory; load."""
+    model = random_drmdp(np.random.default_rng(1), **HEADLINE, branching=4)
+    rewards = dp.real_time_rewards(model)
+    load = os.getloadavg()
+    times, peaks, out = {"ours": [], "reference": []}, {}, {}
+    run = {
+        "ours": lambda: dp._constrained_induction(model, rewards, None, None, True, 1e-9, None),
+        "reference": lambda: reference_induction(model, rewards),
+    }
+    for _ in range(repeats):
+        for name, fn in run.items():
+            tracemalloc.start()
+            t0 = time.perf_counter()
+            out[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+            peaks[name] = tracemalloc.get_traced_memory()[1] / 2**20
+            tracemalloc.stop()
+    v, _, policy, q = out["ours"]
+    ref_v, ref_policy, ref_q = out["reference"]
+    equal = bool(
+        np.array_equal(v, ref_v) and np.array_equal(policy, ref_policy) and np.array_equal(q, ref_q)
+    )
+    med = {k: float(np.median(t)) for k, t in times.items()}
+    row = {
+        "ours_s": med["ours"],
+        "reference_s": med["reference"],
+        "speedup": med["reference"] / med["ours"],
+        "bit_identical": equal,
+        "peak_alloc_mb": peaks,
+        "load_avg_start": load,
+        "load_avg_end": os.getloadavg(),
+        "repeats": repeats,
+    }
+    print(
+        f"\n(c) headline, Q kept, median of {repeats} interleaved (tracemalloc on in both): ours "
+        f"{row['ours_s']:.3f} s, reference (state-major) {row['reference_s']:.3f} s, "
+        f"{row['speedup']:.2f}x; values, policy and Q bit-identical: {equal}; peak allocations "
+        f"{peaks['ours']:.0f} MB vs {peaks['reference']:.0f} MB; load average "
+        f"{load[0]:.2f} at start, {row['load_avg_end'][0]:.2f} at end"
+    )
+    assert equal, "the action-major induction differs from the reference"
+    return row
+
+
 def main(quick: bool) -> dict:
     rng = np.random.default_rng(0)
     repeats = 2 if quick else 3
@@ -142,6 +209,7 @@ def main(quick: bool) -> dict:
         f"\nheadline |S|=1000 |Θ|=20 |A|=10 H=100: {headline:.3f} s (Q kept), {headline_no_q:.3f} s (no Q); target < 2 s"
     )
     assert headline < 2.0, f"real-time DP took {headline:.2f} s (> 2 s)"
+    reference = against_reference(3 if quick else 7)
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     ax.loglog(sizes, secs, "o-", label=f"DP real time (slope {slope:.2f})")
@@ -181,6 +249,7 @@ def main(quick: bool) -> dict:
             "seconds_without_q": headline_no_q,
             "target_seconds": 2.0,
         },
+        "against_reference": reference,
     }
     (OUT / "drmdp_benchmark.json").write_text(json.dumps(result, indent=2))
     print(f"wrote {OUT / 'drmdp_dp_scaling.png'} and {OUT / 'drmdp_benchmark.json'}")

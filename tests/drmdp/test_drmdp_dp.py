@@ -251,3 +251,37 @@ def test_conspiracy_noop_path_and_incentive():
         and result["optimal_value"] == 100
         and result["best_non_influencing_value"] == 30
     )
+
+
+def test_greedy_ties_go_to_the_noop_then_the_lowest_index_in_both_layouts():
+    inf = np.inf
+    q = np.array(
+        [
+            [1.0, 3.0, 2.0, 3.0],  # a tie between 1 and 3, not the no-op: the lowest index
+            [5.0, 1.0, 5.0 - 1e-12, 5.0],  # near-ties 0, 2, 3 with the no-op (2) among them
+            [-inf, -inf, -inf, -inf],  # no feasible action: the no-op
+            [-inf, 0.0, -inf, -1.0],  # one finite best
+        ]
+    )
+    noop = 2
+    assert dp._greedy(q, noop, 1e-9).tolist() == [1, 2, 2, 1]
+    best, policy = dp._best_and_greedy(np.ascontiguousarray(q.T), noop, 1e-9)
+    assert policy.tolist() == [1, 2, 2, 1]
+    assert best.tolist() == [3.0, 5.0, -inf, 0.0]
+
+
+def test_q_values_come_back_state_major_and_equal_r_plus_expected_v():
+    model = random_drmdp(np.random.default_rng(3), 6, 3, 4, 5, branching=3)
+    sol = dp.solve_dp(model, "real_time", keep_q=True)
+    H, S, T, A = model.horizon, model.n_states, model.n_thetas, model.n_actions
+    q = sol.q.reshape(H, S * T, A)
+    r = dp.real_time_rewards(model)
+    v_next = np.zeros(S * T)
+    for t in reversed(range(H)):  # the Bellman equation, row by row in the (x, a) layout
+        expect = [model.probs[x * A + a] @ v_next[model.successors[x * A + a]]
+                  for x in range(S * T) for a in range(A)]  # fmt: skip
+        np.testing.assert_allclose(q[t], r + np.reshape(expect, (S * T, A)), rtol=0, atol=1e-12)
+        chosen = q[t][np.arange(S * T), sol.policy[t].reshape(-1)]
+        np.testing.assert_allclose(chosen, q[t].max(axis=1), rtol=0, atol=1e-9)  # greedy
+        v_next = q[t].max(axis=1)
+    np.testing.assert_array_equal(sol.values.reshape(-1), v_next)

@@ -111,34 +111,52 @@ def backward_induction(
 
 
 def _constrained_induction(model: DRMDP, rewards, terminal, allowed, keep_q, tol, on_path):
-    """backward_induction, also returning the (X,) bool feasibility of every state at t = 0."""
+    """backward_induction, also returning the (X,) bool feasibility of every state at t = 0.
+    Q comes back as an (H, X, A) view of an action-major (H, A, X) array.
+
+    The loop works on action-major tables, q[a, x] (`_action_major`): each action's row is then
+    one contiguous vector, so the maximum over actions is an elementwise maximum of A vectors
+    rather than a reduction along a short last axis, about 15x faster in numpy. Every q[a, x] is
+    the same sum of the same terms as in the (x, a) layout, so values, policies and Q-values are
+    bit for bit those of that layout."""
     H, X, A = model.horizon, model.n_aug, model.n_actions
     v = np.zeros(X) if terminal is None else np.array(terminal, np.float64)
     feasible = v > -np.inf
     if on_path is not None:
         feasible &= on_path(H)
-    positive = model.probs > 0  # zero-probability padding never constrains a row
+    successors, probs = _action_major(model)
+    positive = probs > 0  # zero-probability padding never constrains a row
     policy = np.empty((H, X), dtype=np.int64)
-    q_all = np.empty((H, X, A)) if keep_q else None
+    q_all = np.empty((H, A, X)) if keep_q else None  # returned as an (H, X, A) view
     noop = model.noop_index
+    fixed = None if callable(rewards) else np.ascontiguousarray(np.asarray(rewards).T)
     for t in reversed(range(H)):
-        r = rewards(t) if callable(rewards) else rewards
-        q = r + _expect(model, np.where(feasible, v, 0.0)).reshape(X, A)
-        if feasible.all():
-            ok = np.ones((X, A), dtype=bool)
-        else:
-            ok = np.all(feasible[model.successors] | ~positive, axis=1).reshape(X, A)
+        r = fixed if fixed is not None else rewards(t).T
+        q = r + _expect_rows(successors, probs, np.where(feasible, v, 0.0)).reshape(A, X)
+        ok = None
+        if not feasible.all():
+            ok = np.all(feasible[successors] | ~positive, axis=1).reshape(A, X)
         if allowed is not None:
-            ok &= _mask_at(allowed, t)
-        q = np.where(ok, q, -np.inf)
-        policy[t] = _greedy(q, noop, tol)
-        feasible = ok.any(axis=1)
+            mask = _mask_at(allowed, t).T
+            ok = mask if ok is None else ok & mask
+        if ok is not None:
+            q = np.where(ok, q, -np.inf)
+        best, policy[t] = _best_and_greedy(q, noop, tol)
+        feasible = np.ones(X, dtype=bool) if ok is None else ok.any(axis=0)
         if on_path is not None:
             feasible &= on_path(t)
-        v = np.where(feasible, q.max(axis=1), -np.inf)
+        v = np.where(feasible, best, -np.inf)
         if keep_q:
             q_all[t] = q
-    return v, feasible, policy, q_all
+    return v, feasible, policy, None if q_all is None else q_all.transpose(0, 2, 1)
+
+
+def _action_major(model: DRMDP) -> tuple[np.ndarray, np.ndarray]:
+    """The transition rows reordered from r = x * |A| + a to r = a * |X| + x: (successors,
+    probs), each (|A||X|, k)."""
+    X, A, k = model.n_aug, model.n_actions, model.branching
+    order = lambda m: np.ascontiguousarray(m.reshape(X, A, k).transpose(1, 0, 2)).reshape(-1, k)  # noqa: E731
+    return order(model.successors), order(model.probs)
 
 
 def _start_value(model: DRMDP, v0: np.ndarray, feasible: np.ndarray) -> float:
@@ -152,7 +170,12 @@ def _start_value(model: DRMDP, v0: np.ndarray, feasible: np.ndarray) -> float:
 
 def _expect(model: DRMDP, v: np.ndarray) -> np.ndarray:
     """sum_x' T(x' | x, a) v(x') for every transition row (x, a): the sparse matrix-vector step."""
-    return np.einsum("rk,rk->r", model.probs, v[model.successors])
+    return _expect_rows(model.successors, model.probs, v)
+
+
+def _expect_rows(successors: np.ndarray, probs: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """sum_j probs[r, j] v(successors[r, j]) for every row r (in whatever order the rows are)."""
+    return np.einsum("rk,rk->r", probs, v[successors])
 
 
 def _mask_at(allowed: np.ndarray, t: int) -> np.ndarray:
@@ -160,17 +183,31 @@ def _mask_at(allowed: np.ndarray, t: int) -> np.ndarray:
     return allowed[t] if allowed.ndim == 3 else allowed
 
 
-def _near_best(q: np.ndarray, tol: float) -> np.ndarray:
-    """Actions within tol * (1 + |max|) of the best, per row."""
-    best = q.max(axis=1, keepdims=True)
+def _best_and_greedy(q: np.ndarray, noop: int, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """(max_a q[a, x], argmax_a q[a, x]) of an action-major (A, X) table: near-ties (within
+    tol * (1 + |max|)) go to the no-op, then to the lowest index; a state whose every action is
+    -inf gets the no-op."""
+    best = q.max(axis=0)
+    near_best = _near(q, best, tol)
+    first = np.full(q.shape[1], q.shape[0] - 1, dtype=np.int64)
+    for a in range(q.shape[0] - 2, -1, -1):  # the lowest near-best index, by overwriting
+        first[near_best[a]] = a
+    return best, np.where(near_best[noop], noop, first)
+
+
+def _near(q: np.ndarray, best: np.ndarray, tol: float) -> np.ndarray:
+    """The entries of q within tol * (1 + |best|) of best (broadcast)."""
     return q >= best - tol * (1.0 + np.abs(best))
 
 
+def _near_best(q: np.ndarray, tol: float) -> np.ndarray:
+    """Actions within tol * (1 + |max|) of the best, per row of an (X, A) table."""
+    return _near(q, q.max(axis=1, keepdims=True), tol)
+
+
 def _greedy(q: np.ndarray, noop: int, tol: float) -> np.ndarray:
-    """argmax_a q[x, a] per row; near-ties go to the no-op, then to the lowest index (a row that
-    is all -inf, with no feasible action, gets the no-op)."""
-    near_best = _near_best(q, tol)
-    return np.where(near_best[:, noop], noop, near_best.argmax(axis=1))
+    """argmax_a q[x, a] per row of an (X, A) table, ties as `_best_and_greedy`."""
+    return _best_and_greedy(q.T, noop, tol)[1]
 
 
 def solve_dp(
