@@ -24,9 +24,20 @@ Semantics (ESR notes, "Obstacle gridworld"; the original `envs/gridworld.py`):
 
 `gridworld_env.GridWorldEnv` is the single-environment gymnasium version, written independently;
 the tests check that both agree step for step.
+
+Implementation: at the N of training (16) a step is a few dozen numpy calls on tiny arrays, so
+their fixed cost is what counts. Cells are flat indices; each env's box grid (which box is on
+each cell) and its observation are kept and updated in place by pushes instead of being rebuilt;
+the human's moves, the robot's pushes and the greedy human's action (per human cell, set of
+box-blocked neighbours and goal cell) are lookup tables built once per grid size and stay bonus,
+the greedy one with the same float64 distance expression (`np.linalg.norm`, bonus subtracted,
+`np.argmin`), so its values and tie-breaks are those of computing it every step.
 """
 
 from __future__ import annotations
+
+import functools
+from typing import NamedTuple
 
 import numpy as np
 
@@ -54,9 +65,78 @@ def check_config(size: int, num_boxes: int, noise: float, horizon: int, start: s
         raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
 
 
+class _Tables(NamedTuple):
+    """Lookup tables of one grid size and stay bonus (module docstring, "Implementation")."""
+
+    coords: np.ndarray  # (cells, 2) int64: (row, col) of each cell
+    coords_f: np.ndarray  # the same as float64
+    move: np.ndarray  # (cells, 5): the cell each human action leads to, boxes aside (own cell
+    # when it leaves the grid, and for stay)
+    move_flat: np.ndarray  # the same, flat: [cell * 5 + action]
+    nb: np.ndarray  # (cells, 4): the cell in each direction (own cell off the grid)
+    src: np.ndarray  # (5 cells,): per robot action, the cell whose box it pushes
+    dst: np.ndarray  # (5 cells,): where that box goes; its own cell when the push would leave
+    # the grid or is "stay", so that the box blocks its own push
+    greedy: np.ndarray  # (cells * 16 * cells,): [cell * 16 cells + mask * cells + goal cell]
+    # the greedy human action, bit d of mask set when a box blocks direction d (80 kB at 5x5)
+    mask_weights: np.ndarray  # (4,): cells * 2^d, the mask term of that index
+    corner: np.ndarray  # (4,) the corner start's human cells, then its same-row and
+    row_nb: np.ndarray  # same-column boxes (module docstring, "Reset")
+    col_nb: np.ndarray
+
+
+@functools.cache
+def _tables(size: int, stay_bonus: float) -> _Tables:
+    n, cells = size, size * size
+    own = np.arange(cells)
+    coords = np.stack([own // n, own % n], 1).astype(np.int64)
+    target = coords[:, None, :] + DELTAS[None]  # (cells, 5, 2)
+    inside = np.all((target >= 0) & (target < n), axis=2)
+    flat = target[..., 0] * n + target[..., 1]
+    move = np.where(inside, flat, own[:, None])
+    dst = np.where(inside & (np.arange(5) != STAY), flat, own[:, None])
+    # greedy[h, mask, g]: the human's positions after each action (a box-blocked or off-grid
+    # move stays, as `_human_moves`), scored as `greedy_human_action` scores them
+    box_blocked = np.zeros((16, 5), dtype=bool)
+    box_blocked[:, :STAY] = (np.arange(16)[:, None] >> np.arange(4)) & 1
+    greedy = np.empty((cells, 16, cells), dtype=np.int64)
+    for h in range(cells):
+        moves = coords[np.where(box_blocked, h, move[h])].astype(np.float64)  # (16, 5, 2)
+        dist = np.linalg.norm(moves[:, None] - coords[None, :, None, :], axis=-1)  # (16, G, 5)
+        dist[..., STAY] -= stay_bonus
+        greedy[h] = np.argmin(dist, axis=-1)
+    corners = np.array([[0, 0], [0, n - 1], [n - 1, 0], [n - 1, n - 1]])
+    # neighbours: the same-row one first, then the same-column one
+    row_nb = np.array([[0, 1], [0, n - 2], [n - 1, 1], [n - 1, n - 2]])
+    col_nb = np.array([[1, 0], [1, n - 1], [n - 2, 0], [n - 2, n - 1]])
+    tables = _Tables(
+        coords=coords,
+        coords_f=coords.astype(np.float64),
+        move=move,
+        move_flat=move.reshape(-1),
+        nb=move[:, :STAY].copy(),
+        src=np.repeat(own, 5),
+        dst=dst.reshape(-1),
+        greedy=greedy.reshape(-1),
+        mask_weights=cells * (1 << np.arange(4, dtype=np.int64)),
+        corner=corners @ np.array([n, 1]),
+        row_nb=row_nb @ np.array([n, 1]),
+        col_nb=col_nb @ np.array([n, 1]),
+    )
+    for table in tables:  # shared by every env of this size: read-only
+        table.flags.writeable = False
+    return tables
+
+
 class VecGridWorld:
     """N obstacle gridworlds in lockstep (module docstring). State: `human` (N, 2), `boxes`
-    (N, K, 2), `goal` (N, 2), `dead` (N,), step counter `t`."""
+    (N, K, 2), `goal` (N, 2) as (row, col), `dead` (N,), step counter `t`.
+
+    Inside, positions are flat cells (module docstring, "Implementation"): `human`, `boxes` and
+    `goal` return new int64 (row, col) arrays at each access, and assigning one loads it as
+    `set_state` does. An env's boxes are on distinct cells of the grid, as in every state that
+    reset and step reach; `set_state` rejects other states.
+    """
 
     human_actions = 5
     noop_robot_action = STAY  # direction "stay" on cell 0
@@ -78,51 +158,109 @@ class VecGridWorld:
         self.noise, self.horizon, self.start, self.stay_bonus = noise, horizon, start, stay_bonus
         self.robot_actions = 5 * size * size
         self.obs_dim = 2 * size * size
-        self.human = np.zeros((num_envs, 2), dtype=np.int64)
-        self.boxes = np.zeros((num_envs, num_boxes, 2), dtype=np.int64)
-        self.goal = np.zeros((num_envs, 2), dtype=np.int64)
-        self.dead = np.zeros(num_envs, dtype=bool)
-        self.t = 0
-        self._moves = None  # (state key, _human_moves()) cache
+        self._cells = size * size
+        self._rows = np.empty(0, dtype=np.int64)
+        # a placeholder until reset: everything on cell 0, the human at its goal (frozen)
+        zeros = np.zeros(num_envs, dtype=np.int64)
+        self._load(
+            zeros,
+            np.zeros((num_envs, num_boxes), dtype=np.int64),
+            np.zeros((num_envs, 2), np.int64),
+            np.zeros(num_envs, dtype=bool),
+            0,
+            check=False,
+        )
 
     # ---- state ------------------------------------------------------------------------------
 
+    @property
+    def stay_bonus(self) -> float:
+        return self._stay_bonus
+
+    @stay_bonus.setter
+    def stay_bonus(self, value: float) -> None:
+        self._stay_bonus = value
+        self._tab = _tables(self.size, value)
+
+    @property
+    def human(self) -> np.ndarray:
+        return self._tab.coords[self._h]
+
+    @human.setter
+    def human(self, value) -> None:
+        self.set_state({**self.get_state(), "human": value})
+
+    @property
+    def boxes(self) -> np.ndarray:
+        return self._tab.coords[self._b]
+
+    @boxes.setter
+    def boxes(self, value) -> None:
+        self.set_state({**self.get_state(), "boxes": value})
+
+    @property
+    def goal(self) -> np.ndarray:
+        return self._goal.copy()
+
+    @goal.setter
+    def goal(self, value) -> None:
+        self.set_state({**self.get_state(), "goal": value})
+
+    def _load(self, h, b, goal, dead, t, check: bool = True) -> None:
+        """Take a state of flat cells (goal as (row, col)); rebuild the box grid and the
+        observation."""
+        N, n, cells, k = len(h), self.size, self._cells, self.num_boxes
+        if len(self._rows) != N:
+            self._rows = np.arange(N)
+            self._grid_off = self._rows * cells  # row offsets into the flat box grid
+            self._obs_off = self._rows * (2 * cells)  # and into the flat observations
+        rows = self._rows
+        grid = np.full((N, cells), -1, dtype=np.int64)  # the box on each cell, -1 for none
+        grid[rows[:, None], b] = np.arange(k)
+        if check and k and not (grid[rows[:, None], b] == np.arange(k)).all():
+            raise ValueError("state: the boxes of an env must be on distinct cells")
+        obs = np.zeros((N, 2 * cells), dtype=np.float32)
+        obs[rows, h] = 1.0
+        obs[:, cells:] = grid >= 0
+        on_grid = np.all((goal >= 0) & (goal < n), axis=1)
+        self.num_envs, self.t = N, t
+        self._h, self._b, self._goal, self.dead = h, b, goal, dead
+        # a goal off the grid (`blind_state`'s) is cell -1: never reached
+        self._g = np.where(on_grid, goal[:, 0] * n + goal[:, 1], -1)
+        self._goals_on_grid = bool(on_grid.all())
+        self._grid, self._grid_flat = grid, grid.reshape(-1)
+        self._obs, self._obs_flat = obs, obs.reshape(-1)
+
     def reset(self, rng: np.random.Generator) -> None:
         """New episodes in every env (module docstring, "Reset")."""
-        n, k, cells = self.size, self.num_boxes, self.size * self.size
+        k, cells, tab = self.num_boxes, self._cells, self._tab
         N = self.num_envs
         occupied = np.zeros((N, cells), dtype=bool)
         rows = np.arange(N)
+        b = np.zeros((N, k), dtype=np.int64)
         if self.start == "corner":
-            corners = np.array([[0, 0], [0, n - 1], [n - 1, 0], [n - 1, n - 1]])
-            # neighbours: the same-row one first, then the same-column one
-            row_nb = np.array([[0, 1], [0, n - 2], [n - 1, 1], [n - 1, n - 2]])
-            col_nb = np.array([[1, 0], [1, n - 1], [n - 2, 0], [n - 2, n - 1]])
             c = rng.integers(4, size=N)
-            self.human = corners[c].astype(np.int64)
-            self.boxes[:, 0], self.boxes[:, 1] = row_nb[c], col_nb[c]
+            h = tab.corner[c]
+            b[:, 0], b[:, 1] = tab.row_nb[c], tab.col_nb[c]
             fixed = 2
         else:
-            cell = rng.integers(cells, size=N)
-            self.human = np.stack([cell // n, cell % n], 1).astype(np.int64)
+            h = rng.integers(cells, size=N)
             fixed = 0
-        occupied[rows, self.human[:, 0] * n + self.human[:, 1]] = True
-        for b in range(fixed):
-            occupied[rows, self.boxes[:, b, 0] * n + self.boxes[:, b, 1]] = True
-        for b in range(fixed, k):
+        occupied[rows, h] = True
+        for i in range(fixed):
+            occupied[rows, b[:, i]] = True
+        for i in range(fixed, k):
             cell = _uniform_free(occupied, rng)
             occupied[rows, cell] = True
-            self.boxes[:, b] = np.stack([cell // n, cell % n], 1)
-        cell = _uniform_free(occupied, rng)
-        self.goal = np.stack([cell // n, cell % n], 1).astype(np.int64)
-        self.dead = np.zeros(N, dtype=bool)
-        self.t = 0
+            b[:, i] = cell
+        goal = tab.coords[_uniform_free(occupied, rng)]
+        self._load(h.astype(np.int64), b, goal, np.zeros(N, dtype=bool), 0, check=False)
 
     def get_state(self) -> dict[str, np.ndarray]:
         return {
-            "human": self.human.copy(),
-            "boxes": self.boxes.copy(),
-            "goal": self.goal.copy(),
+            "human": self.human,
+            "boxes": self.boxes,
+            "goal": self._goal.copy(),
             "dead": self.dead.copy(),
             "t": np.array(self.t),
         }
@@ -131,16 +269,23 @@ class VecGridWorld:
         """Load a state of any batch size M (e.g. one repeated for simulated rollouts)."""
         human = np.asarray(state["human"], dtype=np.int64)
         boxes = np.asarray(state["boxes"], dtype=np.int64)
-        if human.ndim != 2 or boxes.shape != (len(human), self.num_boxes, 2):
+        if human.ndim != 2 or human.shape[1] != 2 or boxes.shape != (len(human), self.num_boxes, 2):
             raise ValueError(
                 f"state needs human (M, 2) and boxes (M, {self.num_boxes}, 2); got "
                 f"{human.shape} and {boxes.shape}"
             )
-        self.num_envs = len(human)
-        self.human, self.boxes = human.copy(), boxes.copy()
-        self.goal = np.asarray(state["goal"], dtype=np.int64).copy()
-        self.dead = np.asarray(state["dead"], dtype=bool).copy()
-        self.t = int(state.get("t", 0))
+        m, n = len(human), self.size
+        goal = np.array(state["goal"], dtype=np.int64)
+        dead = np.array(state["dead"], dtype=bool)
+        if goal.shape != (m, 2) or dead.shape != (m,):
+            raise ValueError(
+                f"state needs goal ({m}, 2) and dead ({m},); got {goal.shape} and {dead.shape}"
+            )
+        if ((human < 0) | (human >= n)).any() or ((boxes < 0) | (boxes >= n)).any():
+            raise ValueError(f"state: the human and the boxes must lie on the {n}x{n} grid")
+        h = human[:, 0] * n + human[:, 1]
+        b = boxes[..., 0] * n + boxes[..., 1]
+        self._load(h, b, goal, dead, int(state.get("t", 0)))
 
     @staticmethod
     def blind_state(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -150,36 +295,28 @@ class VecGridWorld:
 
     def occupancy(self) -> np.ndarray:
         """(N, n*n) bool: which cells hold a box."""
-        n = self.size
-        occ = np.zeros((self.num_envs, n * n), dtype=bool)
-        occ[np.arange(self.num_envs)[:, None], self.boxes[..., 0] * n + self.boxes[..., 1]] = True
-        return occ
+        return self._grid >= 0
 
     def observe(self) -> np.ndarray:
         """(N, 2 n^2) float32: one-hot of the human's cell, then box occupancy; no goal."""
-        n = self.size
-        obs = np.zeros((self.num_envs, self.obs_dim), dtype=np.float32)
-        obs[np.arange(self.num_envs), self.human[:, 0] * n + self.human[:, 1]] = 1.0
-        obs[:, n * n :] = self.occupancy()
-        return obs
+        return self._obs.copy()
 
     def at_goal(self) -> np.ndarray:
-        return np.all(self.human == self.goal, axis=1)
+        return self._h == self._g
 
     def frozen(self) -> np.ndarray:
-        return self.dead | self.at_goal()
+        return self.dead | (self._h == self._g)
 
     def empowerment_features(self) -> np.ndarray:
         """(N, 2) float: the human's position, whose spread AvE measures (Du et al. 2020)."""
-        return self.human.astype(np.float64)
+        return self._tab.coords_f[self._h]
 
     def object_coordinates(self) -> np.ndarray:
         """(N, 2 + 2K) float: [human row, human col, box 1 row, box 1 col, ...], the state
         vector of the original code (`envs/gridworld.py`, `GridWorldEnv.reset`), all of whose
         entries the paper's AvE pools into one variance (`agent.ave_reward`)."""
-        return np.concatenate([self.human, self.boxes.reshape(self.num_envs, -1)], 1).astype(
-            np.float64
-        )
+        cells = np.concatenate([self._h[:, None], self._b], 1)
+        return self._tab.coords_f[cells].reshape(self.num_envs, -1)
 
     def free_human(self, obs: np.ndarray, episode_end: np.ndarray) -> np.ndarray:
         """`free_human_mask` on this grid: the training's diagnostics (`train._diagnostics`)."""
@@ -188,24 +325,41 @@ class VecGridWorld:
     # ---- the human --------------------------------------------------------------------------
 
     def _human_moves(self) -> np.ndarray:
-        """(N, 5, 2): the human's position after each action (walls and boxes block); cached
-        until the state next changes (`human_act` and `step` both need it)."""
-        key = (self.human.tobytes(), self.boxes.tobytes())
-        if self._moves is not None and self._moves[0] == key:
-            return self._moves[1]
-        target = self.human[:, None, :] + DELTAS[None]
-        off = np.any((target < 0) | (target >= self.size), axis=2)
-        clipped = np.minimum(np.maximum(target, 0), self.size - 1)
-        flat = clipped[..., 0] * self.size + clipped[..., 1]
-        blocked = off | self.occupancy()[np.arange(self.num_envs)[:, None], flat]
-        moves = np.where(blocked[..., None], self.human[:, None, :], target)
-        self._moves = (key, moves)
-        return moves
+        """(N, 5, 2): the human's position after each action (walls and boxes block)."""
+        to = self._tab.move[self._h]  # (N, 5)
+        blocked = self._grid_flat[self._grid_off[:, None] + to] >= 0
+        return self._tab.coords[np.where(blocked, self._h[:, None], to)]
+
+    def _greedy_index(self) -> np.ndarray:
+        """(N,) the greedy table's index of each env's human cell and blocked directions; the
+        goal cell is added to it."""
+        tab, h = self._tab, self._h
+        blocked = self._grid_flat[self._grid_off[:, None] + tab.nb[h]] >= 0  # (N, 4)
+        return h * (16 * self._cells) + blocked @ tab.mask_weights
+
+    def _goal_cells(self, goal: np.ndarray) -> np.ndarray | None:
+        """Flat cells of integer (N, 2) or (N, G, 2) goals on the grid, else None."""
+        if goal.dtype.kind not in "iu" or goal.ndim not in (2, 3) or goal.shape[-1] != 2:
+            return None
+        goal = goal.astype(np.int64, copy=False)
+        if goal.size == 0 or goal.min() < 0 or goal.max() >= self.size:
+            return None
+        return goal[..., 0] * self.size + goal[..., 1]
 
     def greedy_human_action(self, goal: np.ndarray | None = None) -> np.ndarray:
         """(N,) the human's greedy action toward `goal` (default: its own goal); (N, G, 2)
         goals give (N, G), the greedy action toward each candidate goal."""
-        goal = self.goal if goal is None else np.asarray(goal)
+        if goal is None:
+            if self._goals_on_grid:
+                return self._tab.greedy[self._greedy_index() + self._g]
+            goal = self._goal
+        else:
+            goal = np.asarray(goal)
+            cells = self._goal_cells(goal)
+            if cells is not None:
+                index = self._greedy_index()
+                return self._tab.greedy[index + cells if goal.ndim == 2 else index[:, None] + cells]
+        # goals off the grid (a blind state's), or not integer cells: the table's expression
         moves = self._human_moves().astype(np.float64)  # (N, 5, 2)
         if goal.ndim == 2:
             dist = np.linalg.norm(moves - goal[:, None, :], axis=-1)  # (N, 5)
@@ -226,26 +380,34 @@ class VecGridWorld:
         """Human first, then robot (module docstring); returns the (N,) float32 reward."""
         robot_action = _check_actions(robot_action, self.robot_actions, self.num_envs, "robot")
         human_action = _check_actions(human_action, 5, self.num_envs, "human")
-        N, n = self.num_envs, self.size
-        rows = np.arange(N)
-        live = ~self.frozen()
-        moved = self._human_moves()[rows, human_action]
-        self.human = np.where(live[:, None], moved, self.human)
-        reward = self.at_goal()
-        push = live & ~reward
-        # the robot's push: the box on cell a // 5, moved by direction a % 5
-        direction, cell = robot_action % 5, robot_action // 5
-        flat = self.boxes[..., 0] * n + self.boxes[..., 1]  # (N, K)
-        hit = flat == cell[:, None]
-        has_box = hit.any(axis=1) & (direction != STAY) & push
-        b = hit.argmax(axis=1)
-        target = self.boxes[rows, b] + DELTAS[direction]
-        inside = np.all((target >= 0) & (target < n), axis=1)
-        target_flat = np.minimum(np.maximum(target, 0), n - 1) @ np.array([n, 1])
-        blocked = np.any(flat == target_flat[:, None], axis=1)
-        go = has_box & inside & ~blocked
-        self.boxes[rows[go], b[go]] = target[go]
-        self.dead |= go & np.all(target == self.human, axis=1)
+        tab, grid, obs = self._tab, self._grid_flat, self._obs_flat
+        grid_off, obs_off = self._grid_off, self._obs_off
+        h, g = self._h, self._g
+        frozen = self.dead | (h == g)
+        to = tab.move_flat[h * 5 + human_action]
+        moved = np.where(frozen | (grid[grid_off + to] >= 0), h, to)  # boxes block the human
+        obs[obs_off + h] = 0.0
+        obs[obs_off + moved] = 1.0
+        self._h = moved
+        reward = moved == g
+        # the robot's push (skipped when frozen or the human just reached its goal): the box
+        # on cell a // 5, one step in direction a % 5, unless another box (or the wall: the
+        # box itself, in `dst`) is in the way
+        src = grid_off + tab.src[robot_action]
+        dst_cell = tab.dst[robot_action]
+        dst = grid_off + dst_cell
+        box = grid[src]
+        go = ~(frozen | reward) & (box >= 0) & (grid[dst] < 0)
+        if go.any():
+            i = np.flatnonzero(go)
+            box, src, dst, dst_cell = box[i], src[i], dst[i], dst_cell[i]
+            grid[src] = -1
+            grid[dst] = box
+            self._b[i, box] = dst_cell
+            # flat grid index to flat observation index: row * 2 cells + cells + cell
+            obs[src + grid_off[i] + self._cells] = 0.0
+            obs[dst + grid_off[i] + self._cells] = 1.0
+            self.dead[i] |= dst_cell == moved[i]
         self.t += 1
         return reward.astype(np.float32)
 
@@ -288,12 +450,15 @@ def _uniform_free(occupied: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _check_actions(actions, n_actions: int, num_envs: int, who: str) -> np.ndarray:
+    """The actions as an int64 array (not copied when they are one), or one clear error."""
     a = np.asarray(actions)
-    if a.shape != (num_envs,) or not np.issubdtype(a.dtype, np.integer):
+    if a.shape != (num_envs,) or a.dtype.kind not in "iu":
         raise ValueError(
             f"{who} actions must be an integer array of shape ({num_envs},), got "
             f"{a.dtype} {a.shape}"
         )
-    if a.min(initial=0) < 0 or a.max(initial=0) >= n_actions:
+    checked = a if a.dtype == np.int64 else a.astype(np.int64)
+    # one comparison for both ends: as unsigned, negative actions are huge
+    if np.maximum.reduce(checked.view(np.uint64), initial=0) >= n_actions:
         raise ValueError(f"{who} actions must lie in [0, {n_actions}), got {a.min()}..{a.max()}")
-    return a.astype(np.int64)
+    return checked
