@@ -152,7 +152,9 @@ class Method(nn.Module):
         return F.cross_entropy(self.behaviour(batch["obs"]), batch["action"].argmax(-1))
 
     def _make_optimizer(self) -> None:
-        self.optimizer = torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
+        # foreach: one call per Adam op for all parameters instead of a Python loop over them;
+        # on CPU it runs the same per-tensor kernels in the same order, so the same values
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=self.cfg.lr, foreach=True)
 
     def _step(self, loss: torch.Tensor, batch: dict[str, torch.Tensor] | None = None) -> None:
         """One optimiser step on `loss`, plus the actor's loss when there is an actor: its
