@@ -1,8 +1,9 @@
 """esr.budget: a budget study of ESR in the obstacle gridworld. ESR's and the random robot's
-steps at goal against the representation's contrastive steps, at 1×, 2×, 4× and 8× the quick
-preset's epochs, for four variants:
+steps at goal against the representation's contrastive steps, at 1×, 2×, 4× and 8× the 200
+epochs of `GridworldConfig`'s defaults, for four variants:
 
-- "current": esr.gridworld's quick preset as it is (MLP torso, repr_lr 1e-3);
+- "current": the MLP settings of `GridworldConfig`'s defaults (MLP torso, repr_lr 1e-3: what
+  esr.gridworld's quick preset was before this study chose the conv torso for it);
 - "lr1e-4": repr_lr 1e-4, the paper's rate (its "more steps" is the budget axis);
 - "conv": the authors' conv torso (`agent.torso="conv"`, esr.networks);
 - "repr_first": the representation first. The warm-up's random-robot epochs run only
@@ -20,8 +21,9 @@ the budget). Each is esr.gridworld's own unit (`gridworld.unit`: environment, tr
 evaluation episodes and seeding) run on the derived gridworld config (`unit_config`), so:
 - every variant and budget of one (box count, seed) starts from the same initialisation and
   draws from the same streams (the run seed, "esr", box count, seed): common random numbers;
-- the "current" 1× unit is esr.gridworld's quick ESR unit of that (box count, seed) exactly,
-  and the random units are its random units.
+- the "current" 1× unit is esr.gridworld's ESR unit of that (box count, seed) at
+  `GridworldConfig`'s defaults exactly, the "conv" 1× unit its quick preset's ESR unit, and the
+  random units are its random units.
 
 Results: per unit its steps at goal, crushed share, contrastive steps, final MI estimate and
 diagnostics (`mi_free_minus_trapped`, `reward_std`, `free_share`: the last row of its
@@ -128,8 +130,9 @@ class BudgetConfig:
     )
     base: GridworldConfig = param(
         factory=GridworldConfig,
-        help="the gridworld and the 1× budget every unit derives from: esr.gridworld's quick "
-        "preset in the quick and paper presets alike (the paper preset's 10,000-epoch, conv, "
+        help="the gridworld and the 1× budget every unit derives from: GridworldConfig's "
+        "defaults (200 epochs, MLP torso) in the quick and paper presets alike (the paper "
+        "preset's 10,000-epoch, conv, "
         "repr_lr 1e-4, no-warm-up base would make 8× 80,000 epochs and two variants the same); "
         "its obstacles, methods, n_seeds and strip_obstacles are not used",
     )
