@@ -341,10 +341,10 @@ register(
             ),
         },
         run=run,
-        # work in progress, blocked on its claims: at the quick budget ESR ties the random robot
-        # at 2 boxes and falls below it at 5-10 boxes (its MI estimate stays ~0 there), while
-        # AvE (human mobility) with the human's 5 actions beats random (docs/esr.md, "Why ESR
-        # fails here"); the claims now use the paper's AvE
+        # work in progress, blocked on its claims: at the quick budget ESR is ahead of the
+        # random robot at 2 boxes only and below it at 5-10 boxes, where its free-minus-trapped
+        # estimate stays near 0 at up to 8x the budget (docs/esr.md, "Why ESR fails here" and
+        # the budget study); the claims use the paper's AvE
         wip=True,
         claims=[
             Claim(
