@@ -9,7 +9,13 @@ import torch
 from alignlab.cmd import check_quasimetric, random_mdp, sample_episodes
 from alignlab.cmd.experiments.stitching import epsilon_greedy
 from alignlab.cmd.methods import METHODS, ActionSpec, MethodConfig
-from alignlab.cmd.methods.cmd2 import mrn_pairwise, successor_target
+from alignlab.cmd.methods.cmd2 import (
+    MaxResidualReLU,
+    max_residual,
+    mrn_pairwise,
+    off_diagonal,
+    successor_target,
+)
 from alignlab.cmd.train import make_method
 from alignlab.core.checkpoint import Checkpointer
 from alignlab.nn import MRN, ContrastiveCritic
@@ -79,6 +85,50 @@ def test_fast_mrn_pairwise_matches_the_head_and_its_gradient():
     gx, gy = torch.autograd.grad((fast * w).sum(), (x, y))
     hx, hy = torch.autograd.grad((slow * w).sum(), (x, y))
     assert torch.allclose(gx, hx, atol=1e-6) and torch.allclose(gy, hy, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n, m", [(70, 45), (32, 64), (1, 3)])
+def test_blocked_max_residual_is_max_over_the_last_axis_exactly(n, m, dtype):
+    g = torch.Generator().manual_seed(n * 100 + m)
+    xa = torch.randn(n, 16, generator=g, dtype=dtype)
+    ya = torch.randn(m, 16, generator=g, dtype=dtype)
+    xa[:, 3] = xa[:, 7]  # integer-valued ties between coordinates: the first one wins
+    ya[:, 3] = ya[:, 7]
+    xa[: n // 2] = xa[: n // 2].round()
+    ya[: m // 2] = ya[: m // 2].round()
+    ref = torch.max(xa[:, None] - ya[None], dim=-1)
+    top, k = max_residual(xa, ya)  # more than one block of 32 rows, and a partial one
+    assert torch.equal(top, ref.values) and torch.equal(k, ref.indices)
+    assert torch.equal(k, (xa[:, None] - ya[None]).argmax(-1))
+    for bad in (float("nan"), float("inf")):  # the fallback: torch.max's index, as argmax
+        x2 = xa.clone()
+        x2[0, 5] = bad
+        ref = torch.max(x2[:, None] - ya[None], dim=-1)
+        top, k = max_residual(x2, ya)
+        assert torch.equal(k, ref.indices) and torch.equal(top.isnan(), ref.values.isnan())
+
+
+def test_max_residual_relu_matches_the_gather_form_bit_for_bit():
+    g = torch.Generator().manual_seed(3)
+    xa = torch.randn(40, 8, generator=g, requires_grad=True)
+    ya = torch.randn(37, 8, generator=g, requires_grad=True)
+    w = torch.randn(40, 37, generator=g)
+    fast = MaxResidualReLU.apply(xa, ya)
+    k = (xa[:, None] - ya[None]).argmax(-1).detach()
+    slow = (xa.gather(1, k) - ya.gather(1, k.T).T).relu()
+    assert torch.equal(fast, slow)
+    gx, gy = torch.autograd.grad((fast * w).sum(), (xa, ya))
+    hx, hy = torch.autograd.grad((slow * w).sum(), (xa, ya))
+    assert torch.equal(gx, hx) and torch.equal(gy, hy)
+
+
+def test_off_diagonal_is_the_boolean_mask_in_order():
+    m = torch.arange(49.0).reshape(7, 7).requires_grad_()
+    off = off_diagonal(m)
+    assert torch.equal(off.reshape(-1), m[~torch.eye(7, dtype=torch.bool)])
+    (grad,) = torch.autograd.grad(off.contiguous().mean(), m)
+    assert torch.equal(grad, (~torch.eye(7, dtype=torch.bool)).float() / 42)
 
 
 def test_learned_quasimetric_head_has_no_triangle_violations():

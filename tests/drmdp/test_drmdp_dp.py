@@ -261,13 +261,18 @@ def test_greedy_ties_go_to_the_noop_then_the_lowest_index_in_both_layouts():
             [5.0, 1.0, 5.0 - 1e-12, 5.0],  # near-ties 0, 2, 3 with the no-op (2) among them
             [-inf, -inf, -inf, -inf],  # no feasible action: the no-op
             [-inf, 0.0, -inf, -1.0],  # one finite best
+            [1.0, np.nan, 2.0, 0.0],  # NaN, then +inf: the tolerance is NaN, nothing is
+            [1.0, inf, 0.0, 2.0],  # near-best, and argmax of an all-False row gives 0
         ]
     )
     noop = 2
-    assert dp._greedy(q, noop, 1e-9).tolist() == [1, 2, 2, 1]
+    assert dp._greedy(q, noop, 1e-9).tolist() == [1, 2, 2, 1, 0, 0]
     best, policy = dp._best_and_greedy(np.ascontiguousarray(q.T), noop, 1e-9)
-    assert policy.tolist() == [1, 2, 2, 1]
-    assert best.tolist() == [3.0, 5.0, -inf, 0.0]
+    assert policy.tolist() == [1, 2, 2, 1, 0, 0]
+    np.testing.assert_array_equal(best, [3.0, 5.0, -inf, 0.0, np.nan, inf])
+    # the state-major rule these replace, row by row
+    near = q >= q.max(axis=1, keepdims=True) - 1e-9 * (1 + np.abs(q.max(axis=1, keepdims=True)))
+    assert np.where(near[:, noop], noop, near.argmax(axis=1)).tolist() == [1, 2, 2, 1, 0, 0]
 
 
 def test_q_values_come_back_state_major_and_equal_r_plus_expected_v():

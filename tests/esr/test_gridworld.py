@@ -431,6 +431,8 @@ EQUIV_CONFIGS = [
     (6, 2, "corner", "vec->single"),
     (6, 5, "random", "single->vec"),
     (6, 10, "corner", "vec->single"),
+    (5, 0, "random", "single->vec"),  # no boxes at all
+    (17, 12, "random", "vec->single"),  # 289 cells: the greedy human without its lookup table
 ]
 
 
@@ -640,3 +642,42 @@ def test_single_config_edges_are_valid():
 def test_vec_config_errors(kw, word):
     with pytest.raises(ValueError, match=word):
         VecGridWorld(2, **kw)
+
+
+def test_set_state_rejects_states_that_reset_and_step_never_reach():
+    env = VecGridWorld(2, num_boxes=2)
+    env.reset(np.random.default_rng(0))
+    good = env.get_state()
+    for change, match in [
+        ({"boxes": np.array([[[1, 1], [1, 1]], [[0, 1], [1, 0]]])}, "distinct cells"),
+        ({"human": np.array([[0, 5], [0, 0]])}, "on the 5x5 grid"),
+        ({"boxes": np.array([[[-1, 1], [1, 1]], [[0, 1], [1, 0]]])}, "on the 5x5 grid"),
+        ({"goal": np.zeros((3, 2), np.int64)}, "goal \\(2, 2\\)"),
+        ({"dead": np.zeros(3, bool)}, "dead \\(2,\\)"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            env.set_state({**good, **change})
+    after = env.get_state()  # a rejected state leaves the env as it was
+    assert all(np.array_equal(after[k], good[k]) for k in good)
+
+
+def test_positions_are_snapshots_and_assigning_one_loads_it():
+    env = VecGridWorld(2, num_boxes=2)
+    env.reset(np.random.default_rng(1))
+    boxes = env.boxes
+    boxes[0, 0] = (4, 4)  # a snapshot: the env is unchanged
+    assert not np.array_equal(env.boxes, boxes)
+    human = env.human
+    env.human = np.array([[2, 2], [2, 2]])  # assignment loads the state, observation included
+    assert env.human.tolist() == [[2, 2], [2, 2]] and env.observe()[:, 12].tolist() == [1, 1]
+    assert env.observe()[np.arange(2), human[:, 0] * 5 + human[:, 1]].tolist() == [0, 0]
+
+
+def test_the_stay_bonus_setter_changes_the_greedy_human():
+    env = VecGridWorld(1, num_boxes=2, start="random")
+    env.set_state({"human": np.array([[2, 2]]), "boxes": np.array([[[0, 0], [4, 4]]]),
+                   "goal": np.array([[2, 3]]), "dead": np.array([False])})  # fmt: skip
+    # goal one step right: moving (distance 0) beats staying (1 - bonus) for any bonus < 1
+    assert env.greedy_human_action().tolist() == [2]
+    env.stay_bonus = 1.5  # staying now scores 1 - 1.5 < 0: stay wins
+    assert env.greedy_human_action().tolist() == [4]

@@ -35,7 +35,9 @@ DP_OBJECTIVES = ("real_time", "privileged", "initial", "natural_shifts", "myopic
 @dataclasses.dataclass(frozen=True)
 class DPSolution:
     """Optimal value from the initial distribution, a greedy policy (H, |S|, |Theta|), the
-    value table V_0 (|S|, |Theta|) and, if kept, Q-values (H, |S|, |Theta|, |A|)."""
+    value table V_0 (|S|, |Theta|) and, if kept, Q-values (H, |S|, |Theta|, |A|): for every
+    objective but myopic a non-contiguous view of an action-major array (backward induction's
+    layout; `np.ascontiguousarray` copies it)."""
 
     objective: str
     value: float
@@ -168,11 +170,6 @@ def _start_value(model: DRMDP, v0: np.ndarray, feasible: np.ndarray) -> float:
     return float(d0[support] @ v0[support])
 
 
-def _expect(model: DRMDP, v: np.ndarray) -> np.ndarray:
-    """sum_x' T(x' | x, a) v(x') for every transition row (x, a): the sparse matrix-vector step."""
-    return _expect_rows(model.successors, model.probs, v)
-
-
 def _expect_rows(successors: np.ndarray, probs: np.ndarray, v: np.ndarray) -> np.ndarray:
     """sum_j probs[r, j] v(successors[r, j]) for every row r (in whatever order the rows are)."""
     return np.einsum("rk,rk->r", probs, v[successors])
@@ -189,8 +186,10 @@ def _best_and_greedy(q: np.ndarray, noop: int, tol: float) -> tuple[np.ndarray, 
     -inf gets the no-op."""
     best = q.max(axis=0)
     near_best = _near(q, best, tol)
-    first = np.full(q.shape[1], q.shape[0] - 1, dtype=np.int64)
-    for a in range(q.shape[0] - 2, -1, -1):  # the lowest near-best index, by overwriting
+    # the lowest near-best index, by overwriting from the highest; 0 where none is near-best
+    # (a NaN or +inf row, whose tolerance is NaN), as argmax of an all-False row gives
+    first = np.zeros(q.shape[1], dtype=np.int64)
+    for a in range(q.shape[0] - 1, 0, -1):
         first[near_best[a]] = a
     return best, np.where(near_best[noop], noop, first)
 

@@ -77,12 +77,17 @@ class _Tables(NamedTuple):
     src: np.ndarray  # (5 cells,): per robot action, the cell whose box it pushes
     dst: np.ndarray  # (5 cells,): where that box goes; its own cell when the push would leave
     # the grid or is "stay", so that the box blocks its own push
-    greedy: np.ndarray  # (cells * 16 * cells,): [cell * 16 cells + mask * cells + goal cell]
-    # the greedy human action, bit d of mask set when a box blocks direction d (80 kB at 5x5)
+    greedy: np.ndarray | None  # int8 (cells * 16 * cells,): [cell * 16 cells + mask * cells +
+    # goal cell] the greedy human action, bit d of mask set when a box blocks direction d (10 kB
+    # at 5x5, 1 MB at 16x16); None above GREEDY_TABLE_CELLS cells, where it would grow as cells²
     mask_weights: np.ndarray  # (4,): cells * 2^d, the mask term of that index
     corner: np.ndarray  # (4,) the corner start's human cells, then its same-row and
     row_nb: np.ndarray  # same-column boxes (module docstring, "Reset")
     col_nb: np.ndarray
+
+
+#: grids of more cells compute the greedy human's action per step instead of looking it up
+GREEDY_TABLE_CELLS = 256
 
 
 @functools.cache
@@ -99,8 +104,8 @@ def _tables(size: int, stay_bonus: float) -> _Tables:
     # move stays, as `_human_moves`), scored as `greedy_human_action` scores them
     box_blocked = np.zeros((16, 5), dtype=bool)
     box_blocked[:, :STAY] = (np.arange(16)[:, None] >> np.arange(4)) & 1
-    greedy = np.empty((cells, 16, cells), dtype=np.int64)
-    for h in range(cells):
+    greedy = np.empty((cells if cells <= GREEDY_TABLE_CELLS else 0, 16, cells), dtype=np.int8)
+    for h in range(len(greedy)):
         moves = coords[np.where(box_blocked, h, move[h])].astype(np.float64)  # (16, 5, 2)
         dist = np.linalg.norm(moves[:, None] - coords[None, :, None, :], axis=-1)  # (16, G, 5)
         dist[..., STAY] -= stay_bonus
@@ -117,14 +122,15 @@ def _tables(size: int, stay_bonus: float) -> _Tables:
         nb=move[:, :STAY].copy(),
         src=np.repeat(own, 5),
         dst=dst.reshape(-1),
-        greedy=greedy.reshape(-1),
+        greedy=greedy.reshape(-1) if cells <= GREEDY_TABLE_CELLS else None,
         mask_weights=cells * (1 << np.arange(4, dtype=np.int64)),
         corner=corners @ np.array([n, 1]),
         row_nb=row_nb @ np.array([n, 1]),
         col_nb=col_nb @ np.array([n, 1]),
     )
     for table in tables:  # shared by every env of this size: read-only
-        table.flags.writeable = False
+        if table is not None:
+            table.flags.writeable = False
     return tables
 
 
@@ -350,16 +356,18 @@ class VecGridWorld:
         """(N,) the human's greedy action toward `goal` (default: its own goal); (N, G, 2)
         goals give (N, G), the greedy action toward each candidate goal."""
         if goal is None:
-            if self._goals_on_grid:
-                return self._tab.greedy[self._greedy_index() + self._g]
+            if self._goals_on_grid and self._tab.greedy is not None:
+                return self._tab.greedy[self._greedy_index() + self._g].astype(np.int64)
             goal = self._goal
         else:
             goal = np.asarray(goal)
-            cells = self._goal_cells(goal)
+            cells = None if self._tab.greedy is None else self._goal_cells(goal)
             if cells is not None:
                 index = self._greedy_index()
-                return self._tab.greedy[index + cells if goal.ndim == 2 else index[:, None] + cells]
-        # goals off the grid (a blind state's), or not integer cells: the table's expression
+                at = index + cells if goal.ndim == 2 else index[:, None] + cells
+                return self._tab.greedy[at].astype(np.int64)
+        # goals off the grid (a blind state's), not integer cells, or a grid too large for the
+        # table: the table's expression
         moves = self._human_moves().astype(np.float64)  # (N, 5, 2)
         if goal.ndim == 2:
             dist = np.linalg.norm(moves - goal[:, None, :], axis=-1)  # (N, 5)

@@ -94,13 +94,18 @@ class ContrastiveCritic(nn.Module):
         psi = self.psi_net(g)
         return F.normalize(psi, dim=-1) if self.normalize else psi
 
-    def logits(self, sa: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """(B, B) with entry [i, j] = f(sa_i, g_j) = phi(sa_i)^T psi(g_j) / c."""
-        return self.phi(sa) @ self.psi(g).T / self.c
+    def logits(
+        self, sa: torch.Tensor, g: torch.Tensor, psi: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, B) with entry [i, j] = f(sa_i, g_j) = phi(sa_i)^T psi(g_j) / c; `psi`, if given,
+        is psi(g) already computed (a caller that needs it too saves a forward pass)."""
+        return self.phi(sa) @ (self.psi(g) if psi is None else psi).T / self.c
 
     # Named like the quasimetric heads: `pairwise` is the all-pairs matrix, `forward` the paired rows.
     pairwise = logits
 
-    def forward(self, sa: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """f(sa_i, g_i) for paired rows: (B,), the diagonal of `logits(sa, g)`."""
-        return (self.phi(sa) * self.psi(g)).sum(-1) / self.c
+    def forward(
+        self, sa: torch.Tensor, g: torch.Tensor, psi: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """f(sa_i, g_i) for paired rows: (B,), the diagonal of `logits(sa, g)`; `psi` as there."""
+        return (self.phi(sa) * (self.psi(g) if psi is None else psi)).sum(-1) / self.c

@@ -144,10 +144,7 @@ def successor_target(
     The change of variables with the action a_gj recorded at g_j (notes, "Successor distance").
     `psi`, if given, is critic.psi(goal) already computed for the logits (saves a forward pass).
     """
-    if psi is None:
-        psi = critic.psi(goal)
-    f_gg = (critic.phi(ga) * psi.detach()).sum(-1) / critic.c  # = critic(ga, goal)
-    return f_gg[None, :] - logits.detach()
+    return critic(ga, goal, psi=psi)[None, :] - logits.detach()
 
 
 def off_diagonal(m: torch.Tensor) -> torch.Tensor:
@@ -198,9 +195,8 @@ class CMD2(QuasimetricMethod):
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         sa = sa_cat(batch["obs"], batch["action"])
         ga = sa_cat(batch["goal"], batch["goal_action"])
-        # logits = critic.logits(sa, goal), f(s_i, a_i, g_j); psi is kept for the target
-        psi = self.critic.psi(batch["goal"])
-        logits = self.critic.phi(sa) @ psi.T / self.critic.c
+        psi = self.critic.psi(batch["goal"])  # for the logits and the target
+        logits = self.critic.logits(sa, batch["goal"], psi=psi)  # f(s_i, a_i, g_j)
         critic_loss = infonce(logits, self.cfg.infonce)
         target = successor_target(self.critic, ga, batch["goal"], logits, psi)
         d = pairwise(self.qd, sa, ga)

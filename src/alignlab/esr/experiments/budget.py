@@ -13,7 +13,8 @@ epochs of `GridworldConfig`'s defaults, for four variants:
   meanwhile. A deviation from the paper, which has no warm-up at all.
 
 A budget m trains for m × `base.loop.epochs` epochs with the warm-up unchanged
-(`base.loop.warmup_epochs`), as the docs' "4× the budget" run (`--set loop.epochs=800`).
+(`base.loop.warmup_epochs`), as the docs' earlier "4× the budget" run of the MLP settings
+(`--set agent.torso=mlp --set loop.epochs=800`).
 
 Units (`core.units`): one per (variant, box count, budget, seed), "esr-current-b2-x4-s0", and
 one random robot per (box count, seed), "random-b2-s0" (it does not depend on the variant or
@@ -119,8 +120,8 @@ class BudgetConfig:
         (),
         ge=1,
         help="the conv variant's seeds at each budget, each capped by seeds_per_budget (checked "
-        "only when conv is run); empty: seeds_per_budget's. Its units cost 4-5.5× the MLP's on a CPU (docs/esr.md), so the "
-        "quick preset gives it (3, 3, 2, 1)",
+        "only when conv is run); empty: seeds_per_budget's. A conv unit costs 3.5-4.6x an MLP "
+        "one on a CPU (docs/esr.md), so the quick preset gives it (3, 3, 2, 1)",
     )
     repr_first_updates: int = param(
         150,
@@ -467,15 +468,15 @@ register(
                 ),
             ),
             "quick": BudgetConfig(conv_seeds_per_budget=(3, 3, 2, 1)),
-            # the quick preset with every variant on every seed: the study scales the quick
-            # preset (see `base`'s help), and a GPU affords the conv units
+            # the quick preset with every variant on every seed: the study scales the same base
+            # (see `base`'s help), and a GPU affords the conv units
             "paper": BudgetConfig(),
         },
         run=run,
         # work in progress because it is a study, not a reproduction: it tests how ESR's
         # result depends on the representation's budget and settings, and its full grid
-        # (about 3.6 CPU-hours, half of it the conv units) is far too long for `alignlab
-        # reproduce`; its one claim is a check of the study, not one of the paper's
+        # (about 2.8 CPU-hours at the quick preset, 40 % of it the conv units) is far too long
+        # for `alignlab reproduce`; its one claim is a check of the study, not the paper's
         wip=True,
         study=True,
         claims=[

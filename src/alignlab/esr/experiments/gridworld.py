@@ -343,8 +343,8 @@ register(
         run=run,
         # work in progress, blocked on its claims: at the quick budget ESR is ahead of the
         # random robot at 2 boxes only and below it at 5-10 boxes, where its free-minus-trapped
-        # estimate stays near 0 at up to 8x the budget (docs/esr.md, "Why ESR fails here" and
-        # the budget study); the claims use the paper's AvE
+        # estimate stays near 0 (at 5 boxes up to 8x the budget: docs/esr.md, "Why ESR fails
+        # here" and the budget study); the claims use the paper's AvE
         wip=True,
         claims=[
             Claim(
