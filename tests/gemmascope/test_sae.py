@@ -16,6 +16,7 @@ from alignlab.gemmascope.train import (
     SAETrainConfig,
     SAETrainer,
     _JumpReLUWithL0,
+    count_true,
     estimate_input_scale,
     l0_coefficient_at,
     lr_at,
@@ -142,12 +143,54 @@ def test_fused_jumprelu_with_l0_equals_the_separate_functions():
     ((f1 * gf).sum() + (l1 * gl).sum()).backward()
 
     z2, t2 = z0.clone().requires_grad_(), th0.clone().requires_grad_()
-    f2, l2 = _JumpReLUWithL0.apply(z2, t2, eps)
+    f2, l2, off2 = _JumpReLUWithL0.apply(z2, t2, eps)
     ((f2 * gf).sum() + (l2 * gl).sum()).backward()
     assert torch.equal(f1, f2) and torch.equal(l1, l2)
     assert torch.equal(z1.grad, z2.grad)
     assert torch.allclose(t1.grad, t2.grad, rtol=1e-5, atol=1e-4)
     assert (t1.grad != 0).any()
+
+
+def _fused_grads(z0, th0, gf, gl, eps, **kw):
+    z = z0.clone().requires_grad_()
+    t = th0.clone().requires_grad_()
+    pre = z * 1.0  # a non-leaf, so that it may be overwritten in place
+    f, l0, off = _JumpReLUWithL0.apply(pre, t, eps, *kw.values())
+    ((f @ gf).sum() + (l0 * gl).sum()).backward()
+    return f.detach().clone(), l0, off, z.grad, t.grad
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_fused_jumprelu_fast_paths_are_bit_identical(monkeypatch, dense):
+    """In place with a reused workspace, and the dense θ-gradient (used off the CPU), give
+    exactly the bits of the out-of-place sparse form; θ-gradient entries are really hit."""
+    import alignlab.gemmascope.train as train_mod
+
+    g = torch.Generator().manual_seed(5)
+    z0 = torch.randn(300, 520, generator=g) * 0.05
+    th0 = torch.rand(520, generator=g) * 0.05 + 1e-3
+    gf = torch.randn(520, 7, generator=g)
+    gl = torch.randn(300, generator=g)
+    eps = 0.01
+    ref = _fused_grads(z0, th0, gf, gl, eps)
+    if dense:
+        monkeypatch.setattr(train_mod, "_SPARSE_THETA_GRAD_DEVICES", ())
+    work = torch.full_like(z0, float("nan"))
+    for _ in range(2):  # the workspace is reused
+        out = _fused_grads(z0, th0, gf, gl, eps, inplace=True, workspace=work)
+        for a, b in zip(ref, out):
+            assert torch.equal(a, b)
+            assert torch.equal(a.view(torch.uint8), b.view(torch.uint8))  # signs of zero too
+    assert (ref[4] != 0).sum() > 100
+    assert torch.equal(ref[2], z0 <= th0)
+
+
+@pytest.mark.parametrize("shape", [(300, 520), (255, 255), (7, 1000), (1000, 3), (0, 4)])
+def test_count_true_equals_sum(shape):
+    m = torch.rand(shape, generator=torch.Generator().manual_seed(0)) < 0.4
+    for mask in (m, m.T):
+        for dim in (0, 1, -1):
+            assert torch.equal(count_true(mask, dim), mask.sum(dim))
 
 
 # ---------------------------------------------------------------------------------------

@@ -73,33 +73,109 @@ def l0_coefficient_at(step: int, coefficient: float, warmup: int) -> float:
     return coefficient if step >= warmup else coefficient * step / warmup
 
 
+def count_true(mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """The number of True entries of a 2-D bool tensor along `dim` (0 or -1), as int64.
+
+    Exact, like `mask.sum(dim)`; on the CPU that first copies the whole mask to int64 (8 bytes
+    an entry), so here blocks of 255 entries are summed as uint8 first (they cannot overflow)
+    and only the block counts are widened."""
+    k = 255
+    if mask.device.type != "cpu" or mask.dim() != 2 or dim not in (0, -1, 1):
+        return mask.sum(dim)
+    rows, cols = mask.shape
+    u = mask.view(torch.uint8)
+    if dim == 0:
+        q = rows // k
+        out = u[: q * k].reshape(q, k, cols).sum(1, dtype=torch.uint8).sum(0)
+        return out + mask[q * k :].sum(0) if rows % k else out
+    q = cols // k
+    out = u[:, : q * k].reshape(rows, q, k).sum(-1, dtype=torch.uint8).sum(-1)
+    return out + mask[:, q * k :].sum(-1) if cols % k else out
+
+
+# where the θ-gradient gathers at the near entries (see _JumpReLUWithL0); dense elsewhere
+_SPARSE_THETA_GRAD_DEVICES = ("cpu",)
+
+
 class _JumpReLUWithL0(torch.autograd.Function):
-    """f = JumpReLU_θ(z) and the per-token L0 Σ_i H(z_i − θ_i) in one pass, with the same
-    STEs as `sae.jumprelu` and `sae.step` (tested equal): the kernel K((z − θ)/ε) is
-    computed once in the backward pass instead of twice, and nothing (B, d_sae)-sized but
-    z is kept for it."""
+    """f = JumpReLU_θ(z), the per-token L0 Σ_i H(z_i − θ_i) and the mask H(θ − z) (True where
+    the latent is off; not differentiable), with the STEs of `sae.jumprelu` and `sae.step`
+    (JumpReLU App. J; tested equal):
+
+        ∂L/∂z = H(z − θ) ∂L/∂f,    ∂L/∂θ = −(1/ε) Σ_batch K((z − θ)/ε) (θ ∂L/∂f + ∂L/∂L0).
+
+    K is non-zero only on the few entries within ε/2 of θ. On the CPU they are found once in
+    the forward pass (as flat indices) and the backward pass gathers the gradients there
+    instead of forming the dense (B, d_sae) product; the batch sum still runs over a dense,
+    zero-filled (B, d_sae) buffer, so its order, and every bit of ∂L/∂θ, is the dense form's.
+    Elsewhere (a GPU, where finding the indices would stall the stream) the dense form is
+    used. Nothing (B, d_sae)-sized is kept for the backward pass but that buffer and masks.
+
+    With `inplace` the mask is applied to z itself (which then is f; z must not be needed
+    afterwards) and the incoming gradient of f is masked in place (it must be f's alone, as it
+    is when f feeds only the decoder's matmul). `workspace`, a tensor shaped and typed like z
+    and free until the backward pass has run, is used for that buffer; reusing one across
+    steps saves allocating (and page-faulting) 4·B·d_sae fresh bytes every step."""
 
     @staticmethod
-    def forward(ctx, z, threshold, bandwidth: float):
+    def forward(ctx, z, threshold, bandwidth: float, inplace: bool = False, workspace=None):
+        ctx.set_materialize_grads(False)
         off = z <= threshold
-        ctx.save_for_backward(z, threshold)
-        ctx.bandwidth = bandwidth
-        l0 = z.shape[-1] - off.sum(-1).to(z.dtype)
-        return z.masked_fill(off, 0.0), l0
+        d = z.shape[-1]
+        l0 = d - count_true(off.reshape(-1, d), -1).reshape(off.shape[:-1]).to(z.dtype)
+        far = near = buf = None
+        if ctx.needs_input_grad[1]:
+            # K((z − θ)/ε) = 0 ⟺ |z − θ| ≥ ε/2, computed as in the dense form (a NaN is kept)
+            buf = torch.sub(z, threshold, out=workspace) if workspace is not None else z - threshold
+            far = buf.abs_() >= 0.5 * bandwidth
+            if z.device.type in _SPARSE_THETA_GRAD_DEVICES:
+                near, far = far.logical_not_().view(-1).nonzero().squeeze(1), None
+        if inplace:
+            f = z.masked_fill_(off, 0.0)
+            ctx.mark_dirty(z)
+        else:
+            f = z.masked_fill(off, 0.0)
+        ctx.mark_non_differentiable(off)
+        ctx.save_for_backward(threshold, off)
+        ctx.near, ctx.far, ctx.buf, ctx.bandwidth, ctx.inplace = near, far, buf, bandwidth, inplace
+        return f, l0, off
 
     @staticmethod
-    def backward(ctx, grad_f, grad_l0):
-        z, threshold = ctx.saved_tensors
-        eps = ctx.bandwidth
-        diff = z - threshold
-        grad_z = grad_f.masked_fill(diff <= 0, 0.0) if ctx.needs_input_grad[0] else None
+    def backward(ctx, grad_f, grad_l0, _grad_off):
+        threshold, off = ctx.saved_tensors
+        near, far, buf, eps = ctx.near, ctx.far, ctx.buf, ctx.bandwidth
         grad_theta = None
         if ctx.needs_input_grad[1]:
-            # −(θ/ε) K g_f − (1/ε) K g_l0 summed over the batch, K = 1[|z − θ| < ε/2]
-            far = diff.abs_() >= 0.5 * eps
-            g = torch.addcmul(grad_l0.unsqueeze(-1), grad_f, threshold).masked_fill_(far, 0.0)
+            d = off.shape[-1]
+            g = buf.view(-1, d)
+            gl = grad_l0.reshape(-1, 1) if grad_l0 is not None else None
+            if near is None:  # dense: (θ g_f + g_l0) K over the whole batch
+                if grad_f is None:
+                    g.copy_(gl.expand_as(g) if gl is not None else torch.zeros((), dtype=g.dtype))
+                elif gl is None:
+                    torch.mul(grad_f.reshape(-1, d), threshold, out=g)
+                else:
+                    torch.addcmul(gl, grad_f.reshape(-1, d), threshold, out=g)
+                g.masked_fill_(far.view(-1, d), 0.0)
+            else:  # the same products at the near entries only, in a zero-filled buffer
+                rows, cols = near // d, near % d
+                if grad_f is not None:
+                    gf = grad_f.reshape(-1)[near]
+                    gln = gl.view(-1)[rows] if gl is not None else torch.zeros_like(gf)
+                    vals = torch.addcmul(gln, gf, threshold[cols])
+                else:
+                    vals = gl.view(-1)[rows] if gl is not None else None
+                g.zero_()
+                if vals is not None:
+                    g.view(-1)[near] = vals
             grad_theta = g.sum(0).mul_(-1.0 / eps)
-        return grad_z, grad_theta, None
+        grad_z = None
+        if ctx.needs_input_grad[0] and grad_f is not None:
+            if ctx.inplace:
+                grad_z = grad_f.masked_fill_(off, 0.0)
+            else:
+                grad_z = grad_f.masked_fill(off, 0.0)
+        return grad_z, grad_theta, None, None, None
 
 
 class SAETrainer:
@@ -128,6 +204,7 @@ class SAETrainer:
         self.last_fired = torch.zeros(d, dtype=torch.int64, device=dev)  # token count
         self.dead_fraction = float("nan")
         self.dense_fraction = float("nan")
+        self._workspace: torch.Tensor | None = None  # the θ-gradient buffer, reused per step
 
     def schedules(self) -> dict[str, int]:
         return {"lr_warmup_steps": self.lr_warmup, "l0_warmup_steps": self.l0_warmup}
@@ -139,32 +216,44 @@ class SAETrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         pre = sae.pre_acts_normalised(xn)
-        f, l0 = _JumpReLUWithL0.apply(pre, sae.threshold, sae.bandwidth)
-        x_hat = sae.decode_normalised(f)
-        mse = (x_hat - xn).pow(2).sum(-1).mean()
-        l0_mean = l0.mean()
-        loss = mse + lam * l0_mean
         dead_loss = None
         if cfg.dead_loss_coefficient > 0:
             dead = (self.tokens - self.last_fired) >= cfg.dead_window
             if bool(dead.any()):
-                # Σ over dead latents of relu(θ − z)·‖W_dec,i‖, averaged over tokens
+                # Σ over dead latents of relu(θ − z)·‖W_dec,i‖, averaged over tokens; taken
+                # before f overwrites pre in place
                 gap = (sae.threshold - pre).relu() * dead
                 dead_loss = (gap * sae.W_dec.norm(dim=1)).sum(-1).mean()
-                loss = loss + cfg.dead_loss_coefficient * dead_loss
+        theta_nonneg = bool((sae.threshold >= 0).all())
+        w = self._workspace
+        if w is None or (w.shape, w.dtype, w.device) != (pre.shape, pre.dtype, pre.device):
+            self._workspace = torch.empty_like(pre)
+        f, l0, off = _JumpReLUWithL0.apply(pre, sae.threshold, sae.bandwidth, True, self._workspace)
+        x_hat = sae.decode_normalised(f)
+        mse = (x_hat - xn).pow(2).sum(-1).mean()
+        l0_mean = l0.mean()
+        loss = mse + lam * l0_mean
+        if dead_loss is not None:
+            loss = loss + cfg.dead_loss_coefficient * dead_loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         sae.remove_parallel_decoder_grad()
         self.optimizer.step()
+        mse_value = mse.item()
         with torch.no_grad():
             sae.normalise_decoder()
             sae.threshold.clamp_(min=1e-6)  # θ > 0 (log θ keeps it positive in the paper)
-            fired = (f > 0).sum(0)
+            if theta_nonneg and math.isfinite(mse_value):
+                # f > 0 exactly where the latent is on: z > θ ≥ 0 there, and a finite MSE
+                # rules out NaN or ±inf in f
+                fired = xn.shape[0] - count_true(off, 0)
+            else:
+                fired = (f > 0).sum(0)
         self._account(fired, xn.shape[0])
         self.n_steps += 1
         out = {
             "loss": loss.item(),
-            "mse": mse.item(),
+            "mse": mse_value,
             "l0": l0_mean.item(),
             "lr": lr,
             "l0_coefficient": lam,
