@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 
+import esr_tiny
 import pytest
 import torch
+from esr_tiny import tiny_agent, tiny_make
 
 from alignlab.core import config as cfglib
 from alignlab.core.checkpoint import Checkpointer, SimulatedCrash, crash_after_checkpoint
@@ -28,21 +30,12 @@ from alignlab.core.units import unit_folder
 from alignlab.esr import train as train_mod
 from alignlab.esr.agent import AgentConfig, ESRRepresentation, QLearner
 from alignlab.esr.experiments import budget
-from alignlab.esr.gridworld import VecGridWorld
 from alignlab.esr.train import LoopConfig, ReplayBuffer, train_assistant
 
 
-def tiny_agent():
-    return AgentConfig(repr_dim=4, hidden=(16,), batch_size=16, ave_rollouts=3, ave_length=2)
-
-
 def tiny_loop(**kw):
-    return LoopConfig(**{**dict(epochs=4, num_envs=4, warmup_epochs=2, repr_updates=3,
-                                q_updates=2, dual_updates=2, log_every=1, buffer_epochs=2), **kw})  # fmt: skip
-
-
-def tiny_make(n):
-    return VecGridWorld(n, 5, 2, 0.2, 10)
+    """esr_tiny's loop with one more epoch, warm-up epoch and dual step."""
+    return esr_tiny.tiny_loop(**{**dict(epochs=4, warmup_epochs=2, dual_updates=2), **kw})
 
 
 # ---- 1. the representation-only warm-up -------------------------------------------------------

@@ -17,6 +17,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from esr_tiny import tiny_agent, tiny_loop, tiny_make
 
 from alignlab.core.context import RunContext
 from alignlab.esr import train as train_mod
@@ -34,19 +35,6 @@ from alignlab.esr.train import (
 )
 
 N = 5  # grid size of the hand-built states
-
-
-def tiny_agent():
-    return AgentConfig(repr_dim=4, hidden=(16,), batch_size=16, ave_rollouts=3, ave_length=2)
-
-
-def tiny_loop(**kw):
-    return LoopConfig(**{**dict(epochs=3, num_envs=4, warmup_epochs=1, repr_updates=3,
-                                q_updates=2, dual_updates=1, log_every=1, buffer_epochs=2), **kw})  # fmt: skip
-
-
-def tiny_make(n):
-    return VecGridWorld(n, 5, 2, 0.2, 10)
 
 
 # ---- 1. the paper schedule ------------------------------------------------------------------
