@@ -14,7 +14,14 @@ from alignlab.gemma2 import (
     Gemma2ForCausalLM,
     count_parameters,
 )
-from alignlab.gemma2.model import RMSNorm, build_mask, eager_attention, fast_attention
+from alignlab.gemma2.model import (
+    HookPoint,
+    KVCache,
+    RMSNorm,
+    build_mask,
+    eager_attention,
+    fast_attention,
+)
 
 
 def random_model(seed=0, std=0.2, **overrides) -> Gemma2ForCausalLM:
@@ -242,6 +249,84 @@ def test_kv_cache_continuation_equals_one_full_pass(impl):
     torch.testing.assert_close(torch.cat(parts, 1)[mask.bool()], full[mask.bool()], atol=1e-5, rtol=0)  # fmt: skip
     assert cache.keys[0].shape[2] == 8 and cache.keys[1].shape[2] == 30  # sliding layers keep W
     assert cache.lengths.tolist() == [26, 30]
+
+
+@pytest.mark.parametrize("window", [None, 3])
+@pytest.mark.parametrize("capacity", [0, 6])
+@pytest.mark.parametrize("grad", [False, True])
+def test_kv_cache_returns_what_concatenation_would(window, capacity, grad):
+    """The preallocated buffers (moved to the front when full, doubled when too small) give
+    each call exactly the held columns followed by its own, as concatenating them would."""
+    cfg = Gemma2Config.preset("tiny", sliding_window=window or 4, num_layers=2)
+    layer = 0 if window else 1  # layer 0 slides, layer 1 is global
+    cache = KVCache(cfg, batch_size=2, capacity=capacity)
+    g = torch.Generator().manual_seed(0)
+    held_k = held_v = None
+    with torch.set_grad_enabled(grad):
+        for T in (2, 1, 1, 5, 1, 1, 1, 3, 1, 1):
+            k = torch.randn(2, 1, T, 8, generator=g).requires_grad_(grad)
+            v = torch.randn(2, 1, T, 8, generator=g).requires_grad_(grad)
+            ref_k = k if held_k is None else torch.cat([held_k, k], 2)
+            ref_v = v if held_v is None else torch.cat([held_v, v], 2)
+            out_k, out_v = cache.update(layer, k, v)
+            assert torch.equal(out_k, ref_k) and torch.equal(out_v, ref_v)
+            held_k = ref_k if window is None else ref_k[:, :, -window:]
+            held_v = ref_v if window is None else ref_v[:, :, -window:]
+            assert torch.equal(cache.keys[layer], held_k)
+            assert torch.equal(cache.values[layer], held_v)
+            if grad:  # the differentiable path: gradients reach every call's keys
+                out_k.sum().backward(retain_graph=True)
+                assert k.grad is not None and torch.equal(k.grad, torch.ones_like(k))
+
+
+def test_decoding_with_the_cache_under_autograd_matches_one_full_pass():
+    model = random_model().train()
+    ids = tokens(2, 14)
+    full = model(ids)
+    cache = model.new_cache(2)
+    parts = [model(ids[:, :5], cache=cache)] + [model(ids[:, t : t + 1], cache=cache) for t in range(5, 14)]  # fmt: skip
+    chunked = torch.cat(parts, 1)
+    torch.testing.assert_close(chunked, full, atol=1e-5, rtol=1e-5)
+    (g_full,) = torch.autograd.grad(full.square().sum(), model.model.embed_tokens.weight)
+    (g_chunk,) = torch.autograd.grad(chunked.square().sum(), model.model.embed_tokens.weight)
+    assert (g_chunk - g_full).norm() / g_full.norm() < 2e-5  # float rounding (3e-6 measured)
+
+
+@pytest.mark.parametrize("impl", ["fast", "eager"])
+def test_fused_projections_give_identical_logits(impl):
+    """One matmul against stacked q/k/v (and gate/up) weights computes each output column as
+    the same dot product, so no-grad logits are bit-identical; the stacks go when the block ends."""
+    model = random_model(attn_impl=impl)
+    ids = tokens(3, 19)
+    mask = torch.ones_like(ids)
+    mask[1, :6] = 0
+    with torch.no_grad():
+        plain = model(ids, attention_mask=mask)
+        with model.fused_projections():
+            assert model.model.layers[0].self_attn.fused is not None
+            fused = model(ids, attention_mask=mask)
+            with torch.enable_grad():  # with autograd the separate projections run
+                assert torch.equal(model(ids, attention_mask=mask), plain)
+    assert torch.equal(fused, plain)
+    assert all(b.self_attn.fused is None and b.mlp.fused is None for b in model.model.layers)
+    with pytest.raises(RuntimeError), model.fused_projections():
+        raise RuntimeError("inside the block")
+    assert model.model.layers[0].mlp.fused is None
+
+
+def test_a_global_forward_hook_still_sees_every_site():
+    """Sites skip nn.Module's call machinery only when no hook, local or global, could see them."""
+    model = random_model()
+    seen = []
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, _i, _o: seen.append(m) if isinstance(m, HookPoint) else None
+    )
+    try:
+        with torch.no_grad():
+            model(tokens(1, 5))
+    finally:
+        handle.remove()
+    assert len(seen) == 3 * model.config.num_layers
 
 
 # --- Gemma Scope hook sites ---------------------------------------------------------------------

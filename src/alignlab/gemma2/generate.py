@@ -64,7 +64,7 @@ def sample(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate(
     model: Gemma2ForCausalLM,
     prompts: torch.Tensor | Sequence[Sequence[int]],
@@ -110,7 +110,16 @@ def generate(
     ids, mask = ids.to(device), mask.to(device)
     padded = bool((mask == 0).any())
     B = ids.shape[0]
-    cache = model.new_cache(B) if use_cache else None
+    cache = model.new_cache(B, ids.shape[1] + max_new_tokens) if use_cache else None
+    sampling = (temperature, top_k, top_p, generator, min_p)
+    with model.fused_projections():
+        return _decode(model, ids, mask, padded, cache, max_new_tokens, sampling, stop)
+
+
+def _decode(model, ids, mask, padded, cache, max_new_tokens, sampling, stop) -> list[list[int]]:
+    temperature, top_k, top_p, generator, min_p = sampling
+    B = ids.shape[0]
+    use_cache = cache is not None
     step_ids, step_mask = ids, mask if padded else None
     out: list[list[int]] = [[] for _ in range(B)]
     done = [False] * B
@@ -127,6 +136,7 @@ def generate(
         if all(done):
             break
         step_ids, step_mask = token[:, None], None  # the cache remembers the prompt's padding
-        ids = torch.cat([ids, step_ids], dim=1)
-        mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)
+        if not use_cache:
+            ids = torch.cat([ids, step_ids], dim=1)
+            mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)
     return out

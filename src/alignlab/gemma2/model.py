@@ -60,8 +60,12 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (h * (1.0 + self.weight.float())).type_as(x)
+        if torch.is_grad_enabled() and (h.requires_grad or self.weight.requires_grad):
+            h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+            return (h * (1.0 + self.weight.float())).type_as(x)
+        # The same operations on the same values, in place on fresh intermediates.
+        h = h * h.pow(2).mean(-1, keepdim=True).add_(self.eps).rsqrt_()
+        return h.mul_(1.0 + self.weight.float()).type_as(x)
 
 
 def rotary_cos_sin(
@@ -93,10 +97,23 @@ class HookPoint(nn.Module):
         return x
 
 
+def through(hook: HookPoint, x: torch.Tensor) -> torch.Tensor:
+    """hook(x), skipping nn.Module's call machinery when no hook could see it (the common case)."""
+    if (
+        hook._forward_hooks
+        or hook._forward_pre_hooks
+        or nn.modules.module._global_forward_hooks
+        or nn.modules.module._global_forward_pre_hooks
+    ):
+        return hook(x)
+    return x
+
+
 # ---------------------------------------------------------------------------------------------
 # Attention kernels. Both take q (B, H, T, hd), k and v (B, KV, S, hd), and an additive mask
 # (B or 1, T, S) holding 0 where key j is visible from query i and the dtype's minimum where not
-# (finite, like HF, so a fully padded row gives a uniform softmax rather than NaN). They return
+# (finite, like HF, so a fully padded row gives a uniform softmax rather than NaN), or None when
+# every key is visible (adding zeros changes no score). They return
 # the concatenated heads (B, T, H * hd), the Gemma Scope "attn_z" site.
 
 
@@ -108,7 +125,7 @@ def eager_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    mask: torch.Tensor,
+    mask: torch.Tensor | None,
     scaling: float,
     softcap: float | None,
 ) -> torch.Tensor:
@@ -120,7 +137,8 @@ def eager_attention(
     scores = torch.matmul(q, k.transpose(2, 3)) * scaling
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap  # soft-cap BEFORE the mask
-    scores = scores + mask[:, None]
+    if mask is not None:
+        scores = scores + mask[:, None]
     probs = F.softmax(scores, dim=-1, dtype=_softmax_dtype(q)).to(q.dtype)
     return torch.matmul(probs, v).transpose(1, 2).reshape(B, T, H * hd)
 
@@ -129,7 +147,7 @@ def fast_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    mask: torch.Tensor,
+    mask: torch.Tensor | None,
     scaling: float,
     softcap: float | None,
     window: int | None,
@@ -167,8 +185,9 @@ def fast_attention(
             s = s * scaling
             if softcap is not None:
                 s = torch.tanh(s / softcap) * softcap
-        m = mask[:, None, None, a:b, lo:hi]
-        s = s.add_(m) if inplace else s + m
+        if mask is not None:
+            m = mask[:, None, None, a:b, lo:hi]
+            s = s.add_(m) if inplace else s + m
         p = F.softmax(s, dim=-1, dtype=_softmax_dtype(q)).to(q.dtype)
         o = torch.matmul(p.view(B, KV, groups * (b - a), hi - lo), v[:, :, lo:hi])
         outs.append(o.view(B, KV, groups, b - a, hd))
@@ -191,20 +210,25 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(d, KV * hd, bias=False)
         self.o_proj = nn.Linear(H * hd, d, bias=False)
         self.hook_attn_z = HookPoint()
+        self.fused: torch.Tensor | None = None  # [q; k; v] weights, see fused_projections
 
     def forward(
         self,
         x: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        mask: torch.Tensor,
+        mask: torch.Tensor | None,
         cache: KVCache | None = None,
     ) -> torch.Tensor:
         B, T, _ = x.shape
         cfg = self.config
-        q = self.q_proj(x).view(B, T, cfg.num_heads, cfg.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+        if self.fused is not None and not torch.is_grad_enabled():
+            q, k, v = F.linear(x, self.fused).split(self.fused_sizes, dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(B, T, cfg.num_heads, cfg.head_dim).transpose(1, 2)
+        k = k.view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+        v = v.view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         q_offset = 0
         if cache is not None:
@@ -216,7 +240,7 @@ class Attention(nn.Module):
             z = fast_attention(
                 q, k, v, mask, self.scaling, cfg.attn_logit_softcap, self.window, q_offset
             )
-        return self.o_proj(self.hook_attn_z(z))
+        return self.o_proj(through(self.hook_attn_z, z))
 
 
 class MLP(nn.Module):
@@ -227,10 +251,14 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(config.d_model, config.intermediate_size, bias=False)
         self.up_proj = nn.Linear(config.d_model, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.d_model, bias=False)
+        self.fused: torch.Tensor | None = None  # [gate; up] weights, see fused_projections
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        g = F.gelu(self.gate_proj(x), approximate="tanh")
-        u = self.up_proj(x)
+        if self.fused is not None and not torch.is_grad_enabled():
+            g, u = F.linear(x, self.fused).chunk(2, dim=-1)
+        else:
+            g, u = self.gate_proj(x), self.up_proj(x)
+        g = F.gelu(g, approximate="tanh")
         return self.down_proj(g * u if g.requires_grad else g.mul_(u))  # in place: one buffer less
 
 
@@ -253,24 +281,37 @@ class Block(nn.Module):
         a = self.self_attn(self.input_layernorm(h), cos, sin, mask, cache)
         h = h + self.post_attention_layernorm(a)
         m = self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(h)))
-        h = h + self.hook_mlp_out(m)
-        return self.hook_resid_post(h)
+        h = h + through(self.hook_mlp_out, m)
+        return through(self.hook_resid_post, h)
 
 
 class KVCache:
     """Keys and values of past tokens, per layer, for incremental decoding.
 
-    Sliding-window (even) layers keep only the last `sliding_window` columns, since no later
-    query can see further back; global layers keep everything. `valid` marks which columns so
-    far are real tokens (False for left padding) and `lengths` counts them per row, which is
-    the next token's position.
+    Each layer writes into a preallocated buffer (B, KV, capacity, hd) and reads a view of
+    it, so a decode step copies only its own token's keys and values instead of the whole
+    cache. Sliding-window (even) layers hold only the last `sliding_window` columns, since
+    no later query can see further back: their buffer holds 2 * window columns and the held
+    ones are moved to the front when it fills (one copy per `window` tokens). Global layers
+    hold everything, in a buffer of `capacity` columns (`generate` passes prompt + new
+    tokens) that doubles when a call needs more. A call's keys are the held columns followed
+    by its own, exactly as concatenating them would give.
+
+    `valid` marks which columns so far are real tokens (False for left padding), `padded`
+    whether any is not, and `lengths` counts real tokens per row, which is the next token's
+    position.
     """
 
-    def __init__(self, config: Gemma2Config, batch_size: int, device=None):
-        self.windows = [config.window(i) for i in range(config.num_layers)]
-        self.keys: list[torch.Tensor | None] = [None] * config.num_layers
-        self.values: list[torch.Tensor | None] = [None] * config.num_layers
+    def __init__(self, config: Gemma2Config, batch_size: int, device=None, capacity: int = 0):
+        L = config.num_layers
+        self.windows = [config.window(i) for i in range(L)]
+        self.capacity = capacity
+        self._k: list[torch.Tensor | None] = [None] * L
+        self._v: list[torch.Tensor | None] = [None] * L
+        self._span = [(0, 0)] * L  # the held columns of each layer's buffer: [lo, hi)
         self.valid = torch.zeros(batch_size, 0, dtype=torch.bool, device=device)
+        self.padded = False
+        self._masks: dict = {}
         self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
 
     @property
@@ -278,15 +319,61 @@ class KVCache:
         """Columns (tokens or padding) consumed so far."""
         return self.valid.shape[1]
 
+    def decode_mask(self, window: int, dtype: torch.dtype) -> torch.Tensor:
+        """The additive mask of one unpadded query once the window is full: (1, 1, window + 1),
+        the oldest held key hidden (as `build_mask` gives it), built once per window and dtype."""
+        key = (window, dtype)
+        if key not in self._masks:
+            self._masks[key] = build_mask(
+                None, window, window, 1, window, dtype, self.lengths.device
+            )
+        return self._masks[key]
+
+    @property
+    def keys(self) -> list[torch.Tensor | None]:
+        """Each layer's held keys (B, KV, columns, hd): views into its buffer."""
+        return [None if b is None else b[:, :, lo:hi] for b, (lo, hi) in zip(self._k, self._span)]
+
+    @property
+    def values(self) -> list[torch.Tensor | None]:
+        return [None if b is None else b[:, :, lo:hi] for b, (lo, hi) in zip(self._v, self._span)]
+
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Append this call's keys and values; return all of them the layer's queries may see."""
-        if self.keys[layer] is not None:
-            k = torch.cat([self.keys[layer], k], dim=2)
-            v = torch.cat([self.values[layer], v], dim=2)
         w = self.windows[layer]
-        self.keys[layer] = k if w is None else k[:, :, -w:]
-        self.values[layer] = v if w is None else v[:, :, -w:]
-        return k, v
+        lo, hi = self._span[layer]
+        buf_k, buf_v = self._k[layer], self._v[layer]
+        T = k.shape[2]
+        if k.requires_grad or v.requires_grad:  # differentiable: new tensors, no writes into views
+            if buf_k is not None:
+                k = torch.cat([buf_k[:, :, lo:hi], k], dim=2)
+                v = torch.cat([buf_v[:, :, lo:hi], v], dim=2)
+            self._k[layer], self._v[layer] = k, v
+            S = k.shape[2]
+            self._span[layer] = (0 if w is None else max(0, S - w), S)
+            return k, v
+        if buf_k is None or hi + T > buf_k.shape[2]:  # full: move the held columns to the front
+            held = hi - lo
+            if w is None:
+                size = max(held + T, 2 * hi, self.capacity)
+            else:  # room for `window` more columns, or for the whole generation if smaller
+                size = max(held + T, min(2 * w, self.capacity) if self.capacity else 2 * w)
+            if buf_k is None or size > buf_k.shape[2] or lo < held or buf_k.requires_grad:
+                new_k = k.new_empty(*k.shape[:2], size, k.shape[3])
+                new_v = v.new_empty(*v.shape[:2], size, v.shape[3])
+            else:
+                new_k, new_v = buf_k, buf_v
+            if held:
+                new_k[:, :, :held] = buf_k[:, :, lo:hi]
+                new_v[:, :, :held] = buf_v[:, :, lo:hi]
+            buf_k, buf_v, lo, hi = new_k, new_v, 0, held
+            self._k[layer], self._v[layer] = buf_k, buf_v
+        buf_k[:, :, hi : hi + T] = k
+        buf_v[:, :, hi : hi + T] = v
+        hi += T
+        out = buf_k[:, :, lo:hi], buf_v[:, :, lo:hi]
+        self._span[layer] = (lo if w is None else max(lo, hi - w), hi)
+        return out
 
 
 def build_mask(
@@ -346,20 +433,28 @@ class Gemma2Model(nn.Module):
 
         past = cache.seen if cache is not None else 0
         new_valid = None if attention_mask is None else attention_mask.to(torch.bool)
-        if cache is not None and new_valid is None:
-            new_valid = torch.ones(B, T, dtype=torch.bool, device=h.device)
-        valid = new_valid if cache is None else torch.cat([cache.valid, new_valid], dim=1)
-        if valid is not None and bool(valid.all()):
-            valid = None  # no padding anywhere: one mask serves the whole batch
+        padded = new_valid is not None and not bool(new_valid.all())
         if positions is None:
-            positions = default_positions(new_valid, cache, B, T, h.device)
+            positions = default_positions(new_valid if padded else None, cache, B, T, h.device)
+        if cache is not None:
+            if new_valid is None:
+                new_valid = torch.ones(B, T, dtype=torch.bool, device=h.device)
+            padded = padded or cache.padded
+            valid = torch.cat([cache.valid, new_valid], dim=1) if padded else None
+        else:
+            valid = new_valid if padded else None  # no padding anywhere: one mask for all rows
         cos, sin = rotary_cos_sin(positions, cfg.head_dim, cfg.rope_theta, h.dtype)
 
         # One mask per layer kind (sliding / global), shared by the layers of that kind.
         masks = {}
         for w in {cfg.window(i) for i in range(cfg.num_layers)}:
             kept = past if w is None else min(past, w)  # columns the cache holds for it
-            masks[w] = build_mask(valid, past, kept, T, w, h.dtype, h.device)
+            if valid is None and T == 1 and (w is None or kept < w):
+                masks[w] = None  # one query that sees every key: a mask of zeros
+            elif valid is None and T == 1 and cache is not None:  # the oldest key left the window
+                masks[w] = cache.decode_mask(w, h.dtype)
+            else:
+                masks[w] = build_mask(valid, past, kept, T, w, h.dtype, h.device)
 
         if hidden_states is not None:
             hidden_states.append(h)
@@ -372,8 +467,9 @@ class Gemma2Model(nn.Module):
             hidden_states.append(h)
 
         if cache is not None:
-            cache.valid = torch.cat([cache.valid, new_valid], dim=1)
-            cache.lengths = cache.lengths + new_valid.sum(1)
+            cache.valid = valid if valid is not None else torch.cat([cache.valid, new_valid], 1)
+            cache.padded = padded
+            cache.lengths = cache.lengths + (new_valid.sum(1) if padded else T)
         return h
 
 
@@ -444,8 +540,33 @@ class Gemma2ForCausalLM(nn.Module):
         for i, block in enumerate(self.model.layers):
             block.self_attn.window = self.config.window(i)
 
-    def new_cache(self, batch_size: int) -> KVCache:
-        return KVCache(self.config, batch_size, device=self.model.embed_tokens.weight.device)
+    @contextlib.contextmanager
+    def fused_projections(self) -> Iterator[None]:
+        """Within the block, no-grad forward passes compute q, k and v with one matmul against
+        their stacked weights, and gate and up with another (`generate` uses it).
+
+        Each output column is the same dot product as before, so the results are unchanged
+        (bit-identical on the machines we test; tests/gemma2 check it); a decode step makes
+        three matmul calls per layer fewer. The stacked copies (q/k/v and gate/up weights
+        once more) live until the block ends; the weights must not change inside it.
+        """
+        blocks = list(self.model.layers)
+        try:
+            with torch.no_grad():
+                for block in blocks:
+                    at, mlp = block.self_attn, block.mlp
+                    at.fused = torch.cat([at.q_proj.weight, at.k_proj.weight, at.v_proj.weight])
+                    at.fused_sizes = [p.out_features for p in (at.q_proj, at.k_proj, at.v_proj)]
+                    mlp.fused = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])
+            yield
+        finally:
+            for block in blocks:
+                block.self_attn.fused = block.mlp.fused = None
+
+    def new_cache(self, batch_size: int, capacity: int = 0) -> KVCache:
+        """An empty KVCache; `capacity` (prompt + new tokens, if known) sizes its buffers."""
+        device = self.model.embed_tokens.weight.device
+        return KVCache(self.config, batch_size, device=device, capacity=capacity)
 
     # --- Gemma Scope sites -------------------------------------------------------------------
 
