@@ -179,6 +179,27 @@ def test_attention_kernels_match_a_loop_oracle(window, kv_heads):
     assert (uncapped - want).abs().max() > 1e-2  # the soft-cap matters in this test
 
 
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+def test_fast_attention_gives_the_same_bits_with_and_without_autograd(kv_heads):
+    """Without autograd the queries are laid out (kv head, query, group), with it (kv head,
+    group, query): the same rows, so the same bits; strided keys (a permuted projection, a
+    cache buffer's view) give the same bits as contiguous ones."""
+    g = torch.Generator().manual_seed(kv_heads)
+    B, H, T, S, hd = 2, 4, 70, 75, 16  # 5 cached keys before the 70 queries
+    q = torch.randn(B, T, H, hd, generator=g).transpose(1, 2)  # a projection's layout
+    buf = torch.randn(B, kv_heads, 90, hd, generator=g)
+    k, v = buf[:, :, :S], torch.randn(B, S, kv_heads, hd, generator=g).transpose(1, 2)
+    valid = torch.rand(B, S, generator=g) > 0.2
+    for window in (None, 9):
+        mask = build_mask(valid, 5, 5, T, window, torch.float32)
+        args = (mask, 0.125, 50.0, window, 5)
+        plain = fast_attention(q, k, v, *args)
+        contiguous = fast_attention(q.contiguous(), k.contiguous(), v.contiguous(), *args)
+        with torch.enable_grad():
+            tracked = fast_attention(q.clone().requires_grad_(), k, v, *args)
+        assert torch.equal(plain, contiguous) and torch.equal(plain, tracked.detach())
+
+
 def test_mask_is_sliding_window_on_columns_and_padding():
     mask = build_mask(None, 0, 0, 6, 3, torch.float32)[0]
     visible = [[int(mask[i, j] == 0) for j in range(6)] for i in range(6)]

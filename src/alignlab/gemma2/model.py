@@ -143,6 +143,15 @@ def eager_attention(
     return torch.matmul(probs, v).transpose(1, 2).reshape(B, T, H * hd)
 
 
+def _as_matrices(x: torch.Tensor) -> torch.Tensor:
+    """x (B, KV, S, hd) as a batch of row-major matrices that bmm reads without a copy: x itself
+    when it already is one (contiguous, or a KV-cache buffer's view), else a contiguous copy."""
+    B, KV, S, hd = x.shape
+    if x.stride(3) == 1 and x.stride(2) == hd and (B == 1 or x.stride(0) == KV * x.stride(1)):
+        return x
+    return x.contiguous()
+
+
 def fast_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -164,35 +173,51 @@ def fast_attention(
     Adjacent query heads reach their shared KV head through a reshape, without repeat_kv's
     copy. Keys that are computed but masked (block edges, padding) are masked as in the
     reference, so outputs agree with it to float rounding (bit-identical for T <= block).
+
+    Keys and values are laid out as matrices once, so every block reads them as views. Without
+    autograd the queries are laid out (kv head, query, group), so that a block's rows are
+    one contiguous slab too; with autograd they keep the (kv head, group, query) order, whose
+    backward sums the key gradient in that order (one copy of the block's rows instead).
+    Each row is the same dot products and softmax either way, so both orders give the same
+    outputs bit for bit.
     """
     B, H, T, hd = q.shape
     KV = k.shape[1]
     groups = H // KV
-    q = q.reshape(B, KV, groups, T, hd)  # head h = kv * groups + g
-    inplace = not (q.requires_grad or k.requires_grad)
+    k, v = _as_matrices(k), _as_matrices(v)
+    inplace = not (q.requires_grad or k.requires_grad or v.requires_grad)
+    if inplace:
+        q = q.reshape(B, KV, groups, T, hd).transpose(2, 3).contiguous()  # (B, KV, T, g, hd)
+    else:
+        q = q.reshape(B, KV, groups, T, hd)  # head h = kv * groups + g
     outs = []
     for a in range(0, T, block):
         b = min(a + block, T)
         lo = 0 if window is None else max(0, a + q_offset - window + 1)
         hi = b + q_offset
-        qb = q[:, :, :, a:b].reshape(B, KV, groups * (b - a), hd)
-        s = torch.matmul(qb, k[:, :, lo:hi].transpose(2, 3)).view(B, KV, groups, b - a, hi - lo)
-        if inplace:  # HF's order of operations, in place on a block that stays in cache
-            s = s.mul_(scaling)
+        if inplace:
+            qb = q[:, :, a:b].view(B, KV, (b - a) * groups, hd)
+            s = torch.matmul(qb, k[:, :, lo:hi].transpose(2, 3))
+            s = s.mul_(scaling)  # HF's order of operations, in place on a block in cache
             if softcap is not None:
                 s = s.div_(softcap).tanh_().mul_(softcap)
+            if mask is not None:
+                s.view(B, KV, b - a, groups, hi - lo).add_(mask[:, None, a:b, None, lo:hi])
         else:
-            s = s * scaling
+            qb = q[:, :, :, a:b].reshape(B, KV, groups * (b - a), hd)
+            s = torch.matmul(qb, k[:, :, lo:hi].transpose(2, 3)) * scaling
             if softcap is not None:
                 s = torch.tanh(s / softcap) * softcap
-        if mask is not None:
-            m = mask[:, None, None, a:b, lo:hi]
-            s = s.add_(m) if inplace else s + m
+            if mask is not None:
+                s = s.view(B, KV, groups, b - a, hi - lo) + mask[:, None, None, a:b, lo:hi]
         p = F.softmax(s, dim=-1, dtype=_softmax_dtype(q)).to(q.dtype)
-        o = torch.matmul(p.view(B, KV, groups * (b - a), hi - lo), v[:, :, lo:hi])
-        outs.append(o.view(B, KV, groups, b - a, hd))
-    z = outs[0] if len(outs) == 1 else torch.cat(outs, dim=3)
-    return z.permute(0, 3, 1, 2, 4).reshape(B, T, H * hd)
+        o = torch.matmul(p.view(B, KV, -1, hi - lo), v[:, :, lo:hi])
+        if inplace:
+            outs.append(o.view(B, KV, b - a, groups, hd).transpose(1, 2))
+        else:
+            outs.append(o.view(B, KV, groups, b - a, hd).permute(0, 3, 1, 2, 4))
+    z = outs[0].contiguous() if len(outs) == 1 else torch.cat(outs, dim=1)  # (B, T, KV, g, hd)
+    return z.view(B, T, H * hd)
 
 
 class Attention(nn.Module):
