@@ -20,6 +20,9 @@ alone, for each side) are interleaved and repeated, and the median per step is r
 sampling share is sampling time / full step time. A short torch.profiler look at alignlab's
 step lists the operators with the largest self CPU time.
 
+The machine's load average at the start and end of the timing, the process's CPU seconds per
+wall second and its peak RSS (both sides together) are printed beside the ratio.
+
 Usage: python benchmarks/cmd_throughput.py [--quick]
 Writes docs/img/cmd_benchmark.json. Single thread.
 """
@@ -37,6 +40,7 @@ import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
+import _bench  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -220,6 +224,7 @@ def profile_alignlab(sample, update, n: int = 20, top: int = 8) -> tuple[list, d
 
 def main(quick: bool) -> dict:
     wall0 = time.perf_counter()
+    stats = _bench.RunStats()
     torch.set_num_threads(1)
     n_steps, repeats, warmup = (50, 3, 5) if quick else (150, 3, 20)
     preset = StitchingConfig()  # the quick preset
@@ -300,6 +305,8 @@ def main(quick: bool) -> dict:
         f"ratio alignlab / baseline: {ratio:.2f}x steps/s "
         f"(update alone {update_ratio:.2f}x, sampling alone {sample_ratio:.1f}x)"
     )
+    run = stats.report()  # before the profiler: the load and memory of the timed run
+    print(f"{stats.line(run)} (this process: both sides)")
 
     profile_top, profile_spans = profile_alignlab(sample_a, method.update)
 
@@ -312,6 +319,7 @@ def main(quick: bool) -> dict:
             "torch": torch.__version__,
             "numpy": np.__version__,
             "threads": torch.get_num_threads(),
+            **run,
         },
         "sizes": {
             "preset": "cmd.stitching quick",

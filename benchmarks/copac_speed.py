@@ -457,8 +457,8 @@ def main(argv=None) -> dict:
     if contended:
         print(f"\ncontended (CPU use < {CONTENDED_CPU_USE}): {', '.join(contended)}")
     print(
-        f"load average at end {machine['load_avg_end'][0]:.2f}; "
-        f"{time.perf_counter() - wall0:.0f} s in all"
+        f"load average at end {machine['load_avg_end'][0]:.2f}; peak RSS of this process "
+        f"{machine['peak_rss_mb_this_process']:.0f} MB; {time.perf_counter() - wall0:.0f} s in all"
     )
     result = {
         "machine": machine,

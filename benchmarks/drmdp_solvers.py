@@ -10,6 +10,8 @@
     op (`reference_induction`). Both in one run, interleaved, median of the repeats; the values,
     policy and Q-values must be equal bit for bit; the peak of numpy's allocations
     (tracemalloc) and the machine's load average are printed beside the times.
+After (a) and (b), the load average at the start and then, the process's CPU seconds per wall
+second and its peak RSS so far are printed too.
 
 Usage: python benchmarks/drmdp_solvers.py [--quick]
 Writes docs/img/drmdp_dp_scaling.png and docs/img/drmdp_benchmark.json. Single thread.
@@ -30,6 +32,7 @@ import tracemalloc  # noqa: E402
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
+import _bench  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -151,6 +154,7 @@ def against_reference(repeats: int) -> dict:
 
 
 def main(quick: bool) -> dict:
+    stats = _bench.RunStats()
     rng = np.random.default_rng(0)
     repeats = 2 if quick else 3
 
@@ -172,6 +176,8 @@ def main(quick: bool) -> dict:
         print(
             f"{r['model']:26s} {','.join(map(str, r['sizes'])):>14s} {r['n_policies']:9d} {r['exact_s']:9.4f} {r['dp_s']:9.5f} {r['speedup']:7.0f}x"
         )
+    after_exact = stats.report()
+    print(stats.line(after_exact))
 
     # (b) DP scaling
     grid = [(50, 5, 10), (100, 10, 20), (250, 10, 40), (500, 20, 50), (1000, 20, 100)]
@@ -208,6 +214,7 @@ def main(quick: bool) -> dict:
     print(
         f"\nheadline |S|=1000 |Θ|=20 |A|=10 H=100: {headline:.3f} s (Q kept), {headline_no_q:.3f} s (no Q); target < 2 s"
     )
+    print(stats.line())
     assert headline < 2.0, f"real-time DP took {headline:.2f} s (> 2 s)"
     reference = against_reference(3 if quick else 7)
 
@@ -238,7 +245,9 @@ def main(quick: bool) -> dict:
             "python": platform.python_version(),
             "numpy": np.__version__,
             "threads": 1,
+            **stats.report(),
         },
+        "dp_vs_exact_run": after_exact,
         "dp_vs_exact": rows,
         "dp_scaling": scaling,
         "log_log_slope": slope,

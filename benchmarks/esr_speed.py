@@ -41,7 +41,8 @@ load hit both alike) and the median of the repeats is reported; ratios (vectoris
 are of medians measured side by side in the same process, so they are more trustworthy than
 the absolute rates. Each measurement also records its CPU use (process CPU seconds per wall
 second: about 1 on a quiet machine with one thread); below 0.75 it shared a core with other
-work, and those measurements are listed under "contention" in the JSON.
+work, and those measurements are listed under "contention" in the JSON. The machine's load
+average at the start and end and the process's peak RSS (all sides together) are printed.
 
 Sizes per measurement (see PRESETS): 12800 gridworld env-steps, 1024 Overcooked env-steps,
 50 ESR updates, 100 AvE calls; 5 repeats; about 40 s in all. --quick: 1600 (at least one
@@ -70,6 +71,7 @@ import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
+import _bench  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -532,6 +534,7 @@ def main(quick: bool, threads: int, repeats: int | None, out: pathlib.Path) -> d
     )
 
     machine["load_avg_end"] = os.getloadavg()
+    machine["peak_rss_mb"] = _bench.peak_rss_mb()
     measured = [
         *(
             (f"gridworld/{r['num_boxes']}boxes/N{r['num_envs']}/{s}", r[s])
@@ -603,7 +606,8 @@ def main(quick: bool, threads: int, repeats: int | None, out: pathlib.Path) -> d
     }
     atomic_write_json(out, result)
     print(
-        f"\nload average at end {machine['load_avg_end'][0]:.2f}; wrote {out} "
+        f"\nload average at end {machine['load_avg_end'][0]:.2f}; peak RSS "
+        f"{machine['peak_rss_mb']:.0f} MB (this process, all sides); wrote {out} "
         f"({result['wall_s']:.1f} s)"
     )
     return result

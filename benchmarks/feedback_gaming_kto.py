@@ -75,7 +75,9 @@ Each repeat starts from a fresh copy of the base with the same seeds, so it does
 medians of `--repeats` (3). Shares are of the sum of the phases' medians (one iteration that
 measures); a second column estimates a whole 12-iteration unit (13 rollouts, 12 updates, 2
 measurements), holding each phase's time fixed although replies change as training goes on.
-Not timed: the unit's checkpoint, metrics line and transcripts.
+Not timed: the unit's checkpoint, metrics line and transcripts. Printed beside the table: the
+machine's load average at the start and after the repeats, this process's CPU seconds per wall
+second over the repeats and its peak RSS so far (part 1's in-process timing included when it ran).
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+import _bench  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -698,6 +701,7 @@ def iteration_split(a) -> dict:
         model, fmt, base_info = load_base(a, Path(tmp))
     torch.set_num_threads(a.threads)
     print(f"base: {base_info['text']}\n", flush=True)
+    stats = _bench.RunStats()
     runs, done = [], None
     for r in range(a.repeats):
         t, done = one_iteration(model, fmt, a)
@@ -708,6 +712,7 @@ def iteration_split(a) -> dict:
             + f" (total {sum(t.values()):.2f} s)",
             flush=True,
         )
+    run_stats = stats.report()
     med = {k: statistics.median(run[k] for run in runs) for k in PHASES}
     total = sum(med.values())
     unit = {k: med[k] * UNIT_COUNTS[k] for k in PHASES}
@@ -731,6 +736,7 @@ def iteration_split(a) -> dict:
         "unit_share_estimate": {k: v / unit_total for k, v in unit.items()},
         "generation_users_per_s": a.users / med["generate"],
         "last_repeat": done,
+        "run": run_stats,
     }  # fmt: skip
     rows = [
         "| phase | seconds | share of the iteration | share of a 12-iteration unit (est.) |",
@@ -758,6 +764,7 @@ def iteration_split(a) -> dict:
         "(last repeat)",
         flush=True,
     )
+    print(f"{stats.line(run_stats)} (this process)", flush=True)
     return out
 
 
@@ -922,7 +929,11 @@ def main(argv=None) -> dict:
         print(f"part 2 (one feedback-gaming iteration) skipped: {e}\n", flush=True)
         result["iteration_skipped"] = str(e)
     machine["load_avg_end"] = list(os.getloadavg())
-    print(f"load average at end {machine['load_avg_end'][0]:.2f}")
+    machine["peak_rss_mib_this_process"] = _bench.peak_rss_mb()
+    print(
+        f"load average at end {machine['load_avg_end'][0]:.2f}; peak RSS of this process "
+        f"{machine['peak_rss_mib_this_process']:.0f} MiB"
+    )
     if a.json:
         from alignlab.core.io import atomic_write_json
 

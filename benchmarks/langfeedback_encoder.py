@@ -7,7 +7,7 @@ so `TrajEncoder.forward` averages the hidden layer first and applies the second 
 trajectory. Both are timed on the same training step (encode 512 trajectories x 80 steps,
 4,096 triplets, the alignment loss, backward, Adam), one thread, from the same weights; the
 gradients of the first step are compared. Medians of `--repeats` steps; the machine's load
-and peak RSS are printed.
+average at the start and end ("load_start", "load") and peak RSS are printed.
 
 Usage: python benchmarks/langfeedback_encoder.py [--trajectories 512] [--horizon 80]
        [--repeats 20] [--out PATH]     (writes docs/img/langfeedback_encoder.json by default)
@@ -55,6 +55,7 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
+    load_start = os.getloadavg()
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     x = torch.as_tensor(rng.normal(size=(args.trajectories, args.horizon, 24)), dtype=torch.float32)
@@ -87,6 +88,7 @@ def main(argv=None) -> dict:
     out = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
         "load": os.getloadavg(),
+        "load_start": load_start,
         "shape": [args.trajectories, args.horizon, 24],
         "triplets": args.triplets,
         "ours_ms": 1000 * statistics.median(t_ours),
@@ -95,7 +97,7 @@ def main(argv=None) -> dict:
         "max_grad_diff_float64": max_grad,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    print(f"machine: {out['machine']}; load {out['load'][0]:.2f}")
+    print(f"machine: {out['machine']}; load {load_start[0]:.2f} -> {out['load'][0]:.2f}")
     print(
         f"alignment step, {args.trajectories} x {args.horizon} trajectories, {args.triplets} "
         f"triplets: mean-first {out['ours_ms']:.1f} ms vs per-step (official) "

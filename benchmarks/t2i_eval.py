@@ -18,7 +18,8 @@ ratings per pair (37,500 ratings), 200 prompts, 10 % ties; simulated Bradley-Ter
 - choix dense: `choix.ilsr_pairwise_dense` on each resample's (6, 6) win-count matrix, all
   1000 resamples (a stronger baseline, the same algorithm without the Python loop over
   comparisons).
-Both sides fit the same resamples; max |ΔElo| compares their scores. Medians of `--repeats`
+Both sides fit the same resamples; max |ΔElo| compares their scores (stated tolerance
+`ELO_TOL`, 0.01 Elo, the bound tests/t2i/test_eval_benchmark.py asserts). Medians of `--repeats`
 runs are reported (one thread; machine load printed, since other jobs may share the CPU).
 Peak RSS is this process's `resource.getrusage` maximum.
 
@@ -61,6 +62,7 @@ from alignlab.t2i.eval.sxs import Rating  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("full", "full@2k", "short", "raw", "full@1k", "full_w1")
 TRUE_ELO = np.array([1120.0, 1070.0, 1020.0, 980.0, 930.0, 880.0])
+ELO_TOL = 0.01  # max |ΔElo| between ours and choix for "the same scores"
 
 
 def simulated_ratings(rng, n_per_pair=2500, n_prompts=200, tie_p=0.1) -> list[Rating]:
@@ -230,6 +232,8 @@ def main(argv=None) -> dict:
         "max_abs_delta_elo_vs_choix_ilsr_pairwise": d_sparse,
         "max_abs_delta_elo_vs_choix_dense": d_dense,
         "max_abs_delta_elo_point_estimate": d_point,
+        "elo_tolerance": ELO_TOL,
+        "within_elo_tolerance": max(d_sparse, d_dense, d_point) <= ELO_TOL,
         "elo": dict(zip(models, ci.elo.round(2).tolist())),
         "ci99": {
             m: [round(float(lo), 2), round(float(hi), 2)] for m, lo, hi in zip(models, ci.lo, ci.hi)
@@ -252,7 +256,8 @@ def main(argv=None) -> dict:
     )
     print(
         f"max |dElo|: vs ilsr_pairwise {d_sparse:.2e}, vs dense {d_dense:.2e}, "
-        f"point estimate {d_point:.2e}"
+        f"point estimate {d_point:.2e} (tolerance {ELO_TOL}: "
+        f"{'PASS' if result['within_elo_tolerance'] else 'FAIL'})"
     )
 
     if not a.no_sampler:

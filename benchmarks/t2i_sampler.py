@@ -11,7 +11,9 @@ warm-up; CPU seconds of this process, which other processes on a shared machine 
 than wall time, and wall seconds) and the throughput ratio (diffusers' CPU seconds / ours;
 target >= 1.0). Both do the same arithmetic (that is why the images are identical); ours
 saves only the per-call overhead (input checks, the untruncated-prompt check, the progress
-bar), so expect a ratio near 1.
+bar), so expect a ratio near 1. Also reported: the machine's load average at the start and
+end of the call and this process's peak RSS (`resource.getrusage`; both sides together, and
+whatever the process did before when t2i_eval.py runs this).
 
 Usage: python benchmarks/t2i_sampler.py [--n-prompts 64] [--steps 20] [--repeats 5]
 Prints the result dict as JSON. One torch thread.
@@ -24,6 +26,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import resource  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
@@ -55,6 +58,7 @@ def benchmark_sampler(
     )
     from alignlab.t2i.sample import T2IPipeline, diffusers_images
 
+    load_start = os.getloadavg()
     with torch_threads(1):
         cfg = ModelConfig()
         tok = build_tokenizer(WORDS, cfg.max_len)
@@ -100,6 +104,9 @@ def benchmark_sampler(
             "throughput_ratio": s_theirs / s_ours,
             "torch": torch.__version__,
             "threads": 1,
+            "load_avg_start": list(load_start),
+            "load_avg_end": list(os.getloadavg()),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
 
 
