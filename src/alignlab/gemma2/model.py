@@ -177,7 +177,9 @@ def fast_attention(
     Keys and values are laid out as matrices once, so every block reads them as views. Without
     autograd the queries are laid out (kv head, query, group), so that a block's rows are
     one contiguous slab too; with autograd they keep the (kv head, group, query) order, whose
-    backward sums the key gradient in that order (one copy of the block's rows instead).
+    backward sums the key gradient in that order (one copy of the block's rows instead), and
+    the query blocks are split off, so that their gradients are concatenated rather than
+    each padded with zeros to the queries' size and summed.
     Each row is the same dot products and softmax either way, so both orders give the same
     outputs bit for bit.
     """
@@ -188,8 +190,8 @@ def fast_attention(
     inplace = not (q.requires_grad or k.requires_grad or v.requires_grad)
     if inplace:
         q = q.reshape(B, KV, groups, T, hd).transpose(2, 3).contiguous()  # (B, KV, T, g, hd)
-    else:
-        q = q.reshape(B, KV, groups, T, hd)  # head h = kv * groups + g
+    else:  # head h = kv * groups + g; split, not sliced, so that the backward is one cat
+        q_blocks = q.reshape(B, KV, groups, T, hd).split(block, dim=3)
     outs = []
     for a in range(0, T, block):
         b = min(a + block, T)
@@ -204,7 +206,7 @@ def fast_attention(
             if mask is not None:
                 s.view(B, KV, b - a, groups, hi - lo).add_(mask[:, None, a:b, None, lo:hi])
         else:
-            qb = q[:, :, :, a:b].reshape(B, KV, groups * (b - a), hd)
+            qb = q_blocks[a // block].reshape(B, KV, groups * (b - a), hd)
             s = torch.matmul(qb, k[:, :, lo:hi].transpose(2, 3)) * scaling
             if softcap is not None:
                 s = torch.tanh(s / softcap) * softcap
