@@ -185,6 +185,25 @@ def test_fused_jumprelu_fast_paths_are_bit_identical(monkeypatch, dense):
     assert torch.equal(ref[2], z0 <= th0)
 
 
+def test_fused_jumprelu_on_bf16_latents_sparse_equals_dense(monkeypatch):
+    """bf16 latents with an fp32 θ (a step under bf16 autocast): the CPU's gathered θ-gradient
+    is rounded into the bf16 buffer exactly as the dense form rounds it."""
+    import alignlab.gemmascope.train as train_mod
+
+    g = torch.Generator().manual_seed(6)
+    z0 = (torch.randn(64, 130, generator=g) * 0.05).bfloat16()
+    th0 = torch.rand(130, generator=g) * 0.05 + 1e-3
+    gf = torch.randn(130, 5, generator=g).bfloat16()
+    gl = torch.randn(64, generator=g).bfloat16()
+    kw = dict(inplace=True, workspace=torch.empty_like(z0))  # the trainer's bf16 workspace
+    sparse = _fused_grads(z0, th0, gf, gl, 0.01, **kw)
+    monkeypatch.setattr(train_mod, "_SPARSE_THETA_GRAD_DEVICES", ())
+    dense = _fused_grads(z0, th0, gf, gl, 0.01, **kw)
+    for a, b in zip(sparse, dense):
+        assert torch.equal(a, b)
+    assert sparse[0].dtype == torch.bfloat16 and (sparse[4] != 0).sum() > 10
+
+
 @pytest.mark.parametrize("shape", [(300, 520), (255, 255), (7, 1000), (1000, 3), (0, 4)])
 def test_count_true_equals_sum(shape):
     m = torch.rand(shape, generator=torch.Generator().manual_seed(0)) < 0.4

@@ -167,7 +167,7 @@ class _JumpReLUWithL0(torch.autograd.Function):
                     vals = gl.view(-1)[rows] if gl is not None else None
                 g.zero_()
                 if vals is not None:
-                    g.view(-1)[near] = vals
+                    g.view(-1)[near] = vals.to(g.dtype)  # bf16 z (autocast), fp32 θ
             grad_theta = g.sum(0).mul_(-1.0 / eps)
         grad_z = None
         if ctx.needs_input_grad[0] and grad_f is not None:
