@@ -53,6 +53,21 @@ Everything on the CPU, fp32, `torch.set_num_threads(--threads)` (2), fixed seeds
    Both are profiled first (torch.profiler, CPU, `--profile-steps` steps; top ops by self CPU
    time), then timed interleaved, medians of `--tp-repeats` repeats of `--tp-steps` steps.
 
+   `--device cuda` runs this section on a GPU (both sides on the same device, the fixed
+   batches moved there once, timing fenced by torch.cuda.synchronize(), profiles by self
+   device time), in `--tp-precision`: `ieee` (fp32, TF32 off; the default and the CPU's
+   only fp32 mode), `tf32` (TF32 matmuls, CUDA only) or `bf16` (torch.autocast to bfloat16:
+   SAELens through its own `SAETrainerConfig.autocast`, which wraps its forward pass; ours,
+   which has no such switch, with `SAETrainer.step` inside the autocast context). A side
+   that fails under autocast is skipped for bf16 with the error recorded (ours does on the
+   CPU, where its sparse θ-gradient path indexes an fp32 gradient into a bf16 buffer; on a
+   GPU it takes the dense path). Also reported: each side's peak memory (on CUDA its
+   resident state plus the step's peak allocation over it; on the CPU the process's peak
+   RSS during its steps) and, as an equivalence check, FVU and L0 of both SAEs on a
+   held-out batch at initialisation and after the same steps on the same batches (the two
+   libraries initialise differently and SAELens clips gradients, so these agree in size,
+   not to the digit). `--throughput-only` skips section 1.
+
 The machine may be shared: the load average and each timed section's process CPU time per
 wall second are recorded (≈ threads when the cores are ours alone).
 Writes JSON to `--out` (default docs/img/gemmascope_saelens.json) and prints a markdown table.
@@ -87,6 +102,7 @@ from alignlab.gemmascope.train import (  # noqa: E402
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+PRECISIONS = ("ieee", "tf32", "bf16")
 
 
 def parse_args(argv=None):
@@ -116,6 +132,19 @@ def parse_args(argv=None):
     p.add_argument("--profile-steps", type=int, default=2)
     p.add_argument("--no-throughput", action="store_true")
     p.add_argument(
+        "--throughput-only", action="store_true", help="skip the training runs (section 1)"
+    )
+    p.add_argument(
+        "--device", default="cpu", help="the throughput section's device: cpu (default) or cuda"
+    )
+    p.add_argument(
+        "--tp-precision",
+        choices=PRECISIONS,
+        default="ieee",
+        help="throughput: fp32 matmuls (ieee), TF32 matmuls (tf32, CUDA only) or "
+        "autocast to bfloat16 (bf16)",
+    )
+    p.add_argument(
         "--unclipped",
         action="store_true",
         help="also run (b) with SAELens' hard-coded clip_grad_norm_(1.0) disabled",
@@ -130,6 +159,10 @@ def parse_args(argv=None):
         a.tp_repeats = 1 if a.quick else 3
     if a.quick:
         a.eval_batches = min(a.eval_batches, 4)
+    if a.tp_precision == "tf32" and torch.device(a.device).type != "cuda":
+        p.error("--tp-precision tf32 is a CUDA matmul mode; use --device cuda")
+    if a.throughput_only and a.no_throughput:
+        p.error("--throughput-only and --no-throughput leave nothing to run")
     return a
 
 
@@ -149,7 +182,7 @@ def machine_info(threads: int) -> dict:
     import numpy
     import sae_lens
 
-    return {
+    info = {
         "cpu": cpu,
         "logical_cpus": os.cpu_count(),
         "torch_threads": threads,
@@ -160,6 +193,10 @@ def machine_info(threads: int) -> dict:
         "numpy": numpy.__version__,
         "loadavg_start": list(os.getloadavg()),
     }
+    if torch.cuda.is_available():
+        info["cuda"] = torch.version.cuda
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
 
 
 class Clock:
@@ -395,28 +432,141 @@ def evaluate(sae, gen, a) -> dict:
 # 2. throughput
 
 
-def _profile(step, n: int) -> list[dict]:
+def _profile(step, n: int, *, cuda: bool = False) -> list[dict]:
+    """Top ops of `n` calls of `step`: by self CPU time, or on CUDA by self device time (the
+    kernels' time; CPU-side dispatch overlaps them there)."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
         for _ in range(n):
             step()
+        if cuda:
+            torch.cuda.synchronize()
     ev = prof.key_averages()
-    total = sum(e.self_cpu_time_total for e in ev) or 1.0
-    top = sorted(ev, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
+    if cuda:
+        key, name = (lambda e: e.self_device_time_total), "self_device_ms_per_step"
+    else:
+        key, name = (lambda e: e.self_cpu_time_total), "self_cpu_ms_per_step"
+    total = sum(key(e) for e in ev) or 1.0
+    top = sorted(ev, key=key, reverse=True)[:12]
     return [
         {
             "op": e.key,
             "calls_per_step": e.count / n,
-            "self_cpu_ms_per_step": e.self_cpu_time_total / 1e3 / n,
-            "share": e.self_cpu_time_total / total,
+            name: key(e) / 1e3 / n,
+            "share": key(e) / total,
         }
         for e in top
     ]
 
 
+def set_matmul_precision(precision: str) -> str | tuple[bool, bool]:
+    """Set CUDA fp32 matmuls to IEEE fp32 (`ieee`, also used under `bf16`'s autocast for the
+    ops it leaves in fp32) or TF32 (`tf32`); returns the previous setting for
+    `restore_matmul_precision`. torch ≥ 2.9 has `fp32_precision`; older ones `allow_tf32`."""
+    mode = "tf32" if precision == "tf32" else "ieee"
+    m = torch.backends.cuda.matmul
+    if hasattr(m, "fp32_precision"):
+        prev = m.fp32_precision
+        m.fp32_precision = mode
+        return prev
+    prev = (m.allow_tf32, torch.backends.cudnn.allow_tf32)
+    m.allow_tf32 = torch.backends.cudnn.allow_tf32 = mode == "tf32"
+    return prev
+
+
+def restore_matmul_precision(prev) -> None:
+    if isinstance(prev, str):
+        torch.backends.cuda.matmul.fp32_precision = prev
+    else:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev
+
+
+class PeakMemory:
+    """Peak memory of one side's steps. On CUDA: the side's resident bytes (its parameters,
+    gradients, Adam state and buffers, measured as it was built and warmed up) plus the peak
+    of `torch.cuda.max_memory_allocated()` over what was allocated when the steps started
+    (`reset_peak_memory_stats` first), so neither the other side nor the shared batches count.
+    Elsewhere: the process's peak RSS (VmHWM, reset through /proc/self/clear_refs where the
+    kernel allows it, else the peak since the process started), which includes everything."""
+
+    def __init__(self, device: torch.device, resident: int = 0):
+        self.cuda = device.type == "cuda"
+        self.resident = resident
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.start = torch.cuda.memory_allocated()
+        else:
+            self.reset = _reset_rss_peak()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.peak = self.resident + torch.cuda.max_memory_allocated() - self.start
+        else:
+            self.peak = _rss_peak()
+
+
+def _reset_rss_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _rss_peak() -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _allocated(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 0
+    torch.cuda.synchronize()
+    return torch.cuda.memory_allocated()
+
+
+@torch.no_grad()
+def _fvu_l0(sae, x: torch.Tensor) -> dict:
+    """FVU and L0 of `sae` on one held-out batch, in fp32 outside autocast."""
+    was_training = sae.training
+    sae.eval()
+    with torch.autocast(x.device.type, enabled=False):
+        s = evaluate_reconstruction(sae, [x]).summary()
+    sae.train(was_training)
+    return {"fvu": s["fvu"], "l0": s["l0"]}
+
+
 def throughput(a) -> dict:
+    """Section 2 on `a.device` in `a.tp_precision`; the CUDA matmul precision is restored."""
+    cuda = torch.device(a.device).type == "cuda"
+    prev = set_matmul_precision(a.tp_precision) if cuda else None
+    try:
+        return _throughput(a)
+    finally:
+        if cuda:
+            restore_matmul_precision(prev)
+
+
+def _throughput(a) -> dict:
     from sae_lens.training.sae_trainer import SAETrainer as SLTrainer
+
+    dev = torch.device(a.device)
+    cuda = dev.type == "cuda"
+    precision = a.tp_precision
+    bf16 = precision == "bf16"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     d_in, d_sae, batch = a.tp_d_in, a.tp_d_sae, a.tp_batch
     gen = SyntheticActivations(
@@ -424,20 +574,37 @@ def throughput(a) -> dict:
     )
     xs = list(gen.stream(batch, seed=a.seed + 2, n_batches=4))
     scale = estimate_input_scale(xs)
+    # for the equivalence check: one held-out batch of the same generator
+    held = next(iter(gen.stream(batch, seed=a.seed + 3, n_batches=1))).to(dev)
+    xs = [x.to(dev) for x in xs]  # the same fixed batches for both sides, moved once
     total_steps = 1000  # only sets the warmup lengths, as in a real run
+    skipped: dict[str, str] = {}
+    base = _allocated(dev)
 
     # the training comparison's settings at this width, with the default dead window
     cfg = dataclasses.replace(our_config(a), d_sae=d_sae, dead_window=SAETrainConfig.dead_window)
-    ours = SAETrainer(new_sae(d_in, cfg, scale), cfg, total_steps)
+    ours = SAETrainer(new_sae(d_in, cfg, scale).to(dev), cfg, total_steps)
+    built_ours = _allocated(dev)
 
     a_tp = argparse.Namespace(**{**vars(a), "d_in": d_in, "d_sae": d_sae, "batch": batch})
     sl_sae, sl_cfg = saelens_trainer_parts(
         a_tp, d_in, d_sae, matched=True, total_samples=total_steps * batch, batch=batch
     )
+    if cuda or bf16:
+        # SAELens' own switches: its trainer's device, and `autocast`, which wraps its
+        # forward pass (and firing counts) in torch.autocast(bfloat16), as in its fit()
+        sl_cfg = dataclasses.replace(sl_cfg, device=str(dev), autocast=bf16)
+        sl_sae.to(dev)
     theirs = SLTrainer(sl_cfg, sl_sae, data_provider=iter(xs))
     # what fit() does before its loop: estimate E‖x‖ → sqrt(d_in)
     theirs.activation_scaler.estimate_scaling_factor(d_in, iter(xs), len(xs))
     theirs.sae.to(sl_cfg.device)
+    built_theirs = _allocated(dev)
+
+    init = {
+        "ours": _fvu_l0(ours.sae, held),
+        "saelens": _fvu_l0(theirs.sae, theirs.activation_scaler(held)),
+    }
 
     k = {"ours": 0, "saelens": 0}
 
@@ -446,6 +613,10 @@ def throughput(a) -> dict:
         k["ours"] += 1
         ours.step(x / scale)
 
+    def step_ours_bf16():  # ours has no autocast switch: the whole step runs under autocast
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
+            step_ours()
+
     def step_saelens():  # the body of SAETrainer.fit()'s loop, minus wandb and the pbar
         x = xs[k["saelens"] % len(xs)]
         k["saelens"] += 1
@@ -453,19 +624,52 @@ def throughput(a) -> dict:
         theirs.step(x)
         theirs.n_training_steps += 1
 
-    steps = {"ours": step_ours, "saelens": step_saelens}
-    for f in steps.values():  # warm-up
-        f()
-    profiles = {name: _profile(f, a.profile_steps) for name, f in steps.items()}
+    steps = {"ours": step_ours_bf16 if bf16 else step_ours, "saelens": step_saelens}
+    resident = {}
+    for name, f in list(steps.items()):  # warm-up (a failure under autocast skips that side)
+        before = _allocated(dev)
+        try:
+            f()
+            sync()
+        except Exception as e:  # noqa: BLE001 - recorded and reported, never hidden
+            if not bf16:
+                raise
+            skipped[name] = f"cannot run under bf16 autocast: {type(e).__name__}: {e}"
+            print(f"throughput: skipping {name} ({skipped[name]})", flush=True)
+            del steps[name]
+            continue
+        built = built_ours - base if name == "ours" else built_theirs - built_ours
+        resident[name] = built + _allocated(dev) - before
+    profiles = {}
+    for name, f in steps.items():
+        try:
+            profiles[name] = _profile(f, a.profile_steps, cuda=cuda)
+        except Exception as e:  # noqa: BLE001 - e.g. no CUPTI: report, time anyway
+            profiles[name] = [{"op": f"profiler failed: {type(e).__name__}: {e}"}]
     times = {name: [] for name in steps}
     cpu = {name: [] for name in steps}
+    peak = {name: [] for name in steps}
+    rss_reset = []
     for _ in range(a.tp_repeats):
         for name, f in steps.items():  # interleaved, so load drifts hit both
-            with Clock() as c:
-                for _ in range(a.tp_steps):
-                    f()
+            with PeakMemory(dev, resident.get(name, 0)) as m:
+                sync()
+                with Clock() as c:
+                    for _ in range(a.tp_steps):
+                        f()
+                    sync()
             times[name].append(c.wall / a.tp_steps)
             cpu[name].append(c.cpu_per_wall)
+            peak[name].append(m.peak)
+            rss_reset.append(getattr(m, "reset", None))
+    n_steps = 1 + a.profile_steps + a.tp_repeats * a.tp_steps
+    after = {  # a side skipped under bf16 took no step
+        name: _fvu_l0(sae, x) if name in steps else None
+        for name, sae, x in (
+            ("ours", ours.sae, held),
+            ("saelens", theirs.sae, theirs.activation_scaler(held)),
+        )
+    }
     out = {
         "d_in": d_in,
         "d_sae": d_sae,
@@ -473,8 +677,39 @@ def throughput(a) -> dict:
         "timed_steps_per_repeat": a.tp_steps,
         "repeats": a.tp_repeats,
         "profiles": profiles,
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if cuda else None,
+        "precision": precision,
+        "precision_detail": {
+            "ieee": "fp32, TF32 off",
+            "tf32": "fp32 parameters, TF32 matmuls",
+            "bf16": "torch.autocast(bfloat16): ours around SAETrainer.step, SAELens through "
+            "SAETrainerConfig.autocast (its forward pass); fp32 parameters and Adam, "
+            "IEEE fp32 for the ops autocast leaves in fp32",
+        }[precision]
+        if cuda or precision != "ieee"
+        else "fp32 (CPU)",
+        "peak_memory_measure": (
+            "resident + CUDA max_memory_allocated over the step's start (per side)"
+            if cuda
+            else "process peak RSS (VmHWM) during the side's steps, whole process"
+        ),
+        "skipped": skipped,
+        "equivalence": {
+            "compared": "FVU and L0 of each side's SAE on one held-out batch (fp32, outside "
+            "autocast; SAELens' on its scaled input), at initialisation and after the same "
+            f"{n_steps} steps on the same batches (warm-up, profiled and timed steps)",
+            "steps_each": n_steps,
+            "init": init,
+            "after": after,
+        },
     }
-    for name in steps:
+    if not cuda:  # False: VmHWM could not be reset, so each peak is the process's so far
+        out["rss_peak_reset"] = all(rss_reset)
+    for name in ("ours", "saelens"):
+        if name not in steps:
+            out[name] = {"skipped": skipped[name]}
+            continue
         med = statistics.median(times[name])
         out[name] = {
             "s_per_step_all": times[name],
@@ -482,9 +717,12 @@ def throughput(a) -> dict:
             "s_per_step": med,
             "steps_per_s": 1.0 / med,
             "tokens_per_s": batch / med,
+            "peak_mem_bytes": max((p for p in peak[name] if p is not None), default=None),
         }
+        if cuda:
+            out[name]["resident_bytes"] = resident[name]
     out["ratio_ours_over_saelens_steps_per_s"] = (
-        out["ours"]["steps_per_s"] / out["saelens"]["steps_per_s"]
+        out["ours"]["steps_per_s"] / out["saelens"]["steps_per_s"] if not skipped else None
     )
     return out
 
@@ -523,26 +761,58 @@ def table(results: dict, tp: dict | None) -> str:
             f"{fmt(e['mean_max_cos'])} | {fmt(e['recovered_0.9'])} | "
             f"{fmt(t['steps_per_s'])} | {fmt(t['tokens_per_s'])} |"
         )
-    out = "\n".join(rows)
+    out = "\n".join(rows) if results else "(training runs skipped)"
     if tp is not None:
+        dev = tp.get("device", "cpu")
         out += (
-            f"\n\nThroughput, d_in {tp['d_in']}, d_sae {tp['d_sae']}, batch {tp['batch']}:\n\n"
-            "| trainer | s/step | steps/s | tokens/s | CPU/wall |\n|---|---|---|---|---|\n"
+            f"\n\nThroughput, d_in {tp['d_in']}, d_sae {tp['d_sae']}, batch {tp['batch']}"
+            f" ({dev}, {tp.get('precision', 'ieee')}):\n\n"
+            "| trainer | s/step | steps/s | tokens/s | CPU/wall | peak MiB |\n"
+            "|---|---|---|---|---|---|\n"
         )
         for name, label in (("saelens", "SAELens SAETrainer.step"), ("ours", "alignlab")):
             r = tp[name]
+            if "skipped" in r:
+                out += f"| {label} | skipped: {r['skipped']} | | | | |\n"
+                continue
+            mem = r.get("peak_mem_bytes")
             out += (
                 f"| {label} | {fmt(r['s_per_step'])} | {fmt(r['steps_per_s'])} | "
-                f"{fmt(r['tokens_per_s'])} | {fmt(statistics.median(r['cpu_per_wall']), 2)} |\n"
+                f"{fmt(r['tokens_per_s'])} | {fmt(statistics.median(r['cpu_per_wall']), 2)} | "
+                f"{fmt(mem / 2**20) if mem is not None else '–'} |\n"
             )
-        out += f"\nratio ours / SAELens steps/s: {tp['ratio_ours_over_saelens_steps_per_s']:.2f}\n"
+        ratio = tp["ratio_ours_over_saelens_steps_per_s"]
+        if ratio is not None:
+            out += f"\nratio ours / SAELens steps/s: {ratio:.2f}\n"
+        eq = tp.get("equivalence")
+        if eq is not None:
+            out += f"\nEquivalence ({eq['compared']}):\n\n| trainer | when | FVU | L0 |\n"
+            out += "|---|---|---|---|\n"
+            for when in ("init", "after"):
+                for name in ("saelens", "ours"):
+                    v = eq[when][name]
+                    if v is None:
+                        out += f"| {name} | {when} | skipped | skipped |\n"
+                        continue
+                    out += f"| {name} | {when} | {fmt(v['fvu'])} | {fmt(v['l0'])} |\n"
         for name in ("saelens", "ours"):
-            out += f"\nProfile ({name}), top ops by self CPU time per step:\n\n"
+            if name not in tp["profiles"]:
+                continue
+            rows = tp["profiles"][name]
+            by = (
+                "self device time"
+                if rows and "self_device_ms_per_step" in rows[0]
+                else ("self CPU time")
+            )
+            out += f"\nProfile ({name}), top ops by {by} per step:\n\n"
             out += "| op | calls/step | ms/step | share |\n|---|---|---|---|\n"
-            for p in tp["profiles"][name][:8]:
+            for p in rows[:8]:
+                if "share" not in p:  # the profiler failed
+                    out += f"| {p['op']} | | | |\n"
+                    continue
+                ms = p.get("self_cpu_ms_per_step", p.get("self_device_ms_per_step"))
                 out += (
-                    f"| {p['op']} | {fmt(p['calls_per_step'])} | "
-                    f"{fmt(p['self_cpu_ms_per_step'])} | {p['share']:.0%} |\n"
+                    f"| {p['op']} | {fmt(p['calls_per_step'])} | {fmt(ms)} | {p['share']:.0%} |\n"
                 )
     return out
 
@@ -585,7 +855,9 @@ def main(argv=None) -> dict:
         ("saelens_matched", lambda: run_saelens(gen, a, matched=True)),
         ("alignlab", lambda: run_ours(gen, a)),
     ]
-    if a.unclipped:
+    if a.throughput_only:
+        runs = []
+    elif a.unclipped:
         runs.insert(
             2, ("saelens_matched_noclip", lambda: run_saelens(gen, a, matched=True, clip=False))
         )
