@@ -313,28 +313,6 @@ def test_decoding_with_the_cache_under_autograd_matches_one_full_pass():
     assert (g_chunk - g_full).norm() / g_full.norm() < 2e-5  # float rounding (3e-6 measured)
 
 
-@pytest.mark.parametrize("impl", ["fast", "eager"])
-def test_fused_projections_give_identical_logits(impl):
-    """One matmul against stacked q/k/v (and gate/up) weights computes each output column as
-    the same dot product, so no-grad logits are bit-identical; the stacks go when the block ends."""
-    model = random_model(attn_impl=impl)
-    ids = tokens(3, 19)
-    mask = torch.ones_like(ids)
-    mask[1, :6] = 0
-    with torch.no_grad():
-        plain = model(ids, attention_mask=mask)
-        with model.fused_projections():
-            assert model.model.layers[0].self_attn.fused is not None
-            fused = model(ids, attention_mask=mask)
-            with torch.enable_grad():  # with autograd the separate projections run
-                assert torch.equal(model(ids, attention_mask=mask), plain)
-    assert torch.equal(fused, plain)
-    assert all(b.self_attn.fused is None and b.mlp.fused is None for b in model.model.layers)
-    with pytest.raises(RuntimeError), model.fused_projections():
-        raise RuntimeError("inside the block")
-    assert model.model.layers[0].mlp.fused is None
-
-
 def test_a_global_forward_hook_still_sees_every_site():
     """Sites skip nn.Module's call machinery only when no hook, local or global, could see them."""
     model = random_model()

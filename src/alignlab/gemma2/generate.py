@@ -111,15 +111,6 @@ def generate(
     padded = bool((mask == 0).any())
     B = ids.shape[0]
     cache = model.new_cache(B, ids.shape[1] + max_new_tokens) if use_cache else None
-    sampling = (temperature, top_k, top_p, generator, min_p)
-    with model.fused_projections():
-        return _decode(model, ids, mask, padded, cache, max_new_tokens, sampling, stop)
-
-
-def _decode(model, ids, mask, padded, cache, max_new_tokens, sampling, stop) -> list[list[int]]:
-    temperature, top_k, top_p, generator, min_p = sampling
-    B = ids.shape[0]
-    use_cache = cache is not None
     step_ids, step_mask = ids, mask if padded else None
     out: list[list[int]] = [[] for _ in range(B)]
     done = [False] * B

@@ -97,16 +97,19 @@ class HookPoint(nn.Module):
         return x
 
 
-def through(hook: HookPoint, x: torch.Tensor) -> torch.Tensor:
-    """hook(x), skipping nn.Module's call machinery when no hook could see it (the common case)."""
-    if (
-        hook._forward_hooks
-        or hook._forward_pre_hooks
+def _hooked(module: nn.Module) -> bool:
+    """Whether calling `module` could run a forward hook (its own, or a global one)."""
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
         or nn.modules.module._global_forward_hooks
         or nn.modules.module._global_forward_pre_hooks
-    ):
-        return hook(x)
-    return x
+    )
+
+
+def through(hook: HookPoint, x: torch.Tensor) -> torch.Tensor:
+    """hook(x), skipping nn.Module's call machinery when no hook could see it (the common case)."""
+    return hook(x) if _hooked(hook) else x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +240,6 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(d, KV * hd, bias=False)
         self.o_proj = nn.Linear(H * hd, d, bias=False)
         self.hook_attn_z = HookPoint()
-        self.fused: torch.Tensor | None = None  # [q; k; v] weights, see fused_projections
 
     def forward(
         self,
@@ -249,10 +251,7 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         B, T, _ = x.shape
         cfg = self.config
-        if self.fused is not None and not torch.is_grad_enabled():
-            q, k, v = F.linear(x, self.fused).split(self.fused_sizes, dim=-1)
-        else:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         q = q.view(B, T, cfg.num_heads, cfg.head_dim).transpose(1, 2)
         k = k.view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
         v = v.view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
@@ -278,13 +277,9 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(config.d_model, config.intermediate_size, bias=False)
         self.up_proj = nn.Linear(config.d_model, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.d_model, bias=False)
-        self.fused: torch.Tensor | None = None  # [gate; up] weights, see fused_projections
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused is not None and not torch.is_grad_enabled():
-            g, u = F.linear(x, self.fused).chunk(2, dim=-1)
-        else:
-            g, u = self.gate_proj(x), self.up_proj(x)
+        g, u = self.gate_proj(x), self.up_proj(x)
         g = F.gelu(g, approximate="tanh")
         return self.down_proj(g * u if g.requires_grad else g.mul_(u))  # in place: one buffer less
 
@@ -566,29 +561,6 @@ class Gemma2ForCausalLM(nn.Module):
         self.config.sliding_window = window
         for i, block in enumerate(self.model.layers):
             block.self_attn.window = self.config.window(i)
-
-    @contextlib.contextmanager
-    def fused_projections(self) -> Iterator[None]:
-        """Within the block, no-grad forward passes compute q, k and v with one matmul against
-        their stacked weights, and gate and up with another (`generate` uses it).
-
-        Each output column is the same dot product as before, so the results are unchanged
-        (bit-identical on the machines we test; tests/gemma2 check it); a decode step makes
-        three matmul calls per layer fewer. The stacked copies (q/k/v and gate/up weights
-        once more) live until the block ends; the weights must not change inside it.
-        """
-        blocks = list(self.model.layers)
-        try:
-            with torch.no_grad():
-                for block in blocks:
-                    at, mlp = block.self_attn, block.mlp
-                    at.fused = torch.cat([at.q_proj.weight, at.k_proj.weight, at.v_proj.weight])
-                    at.fused_sizes = [p.out_features for p in (at.q_proj, at.k_proj, at.v_proj)]
-                    mlp.fused = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])
-            yield
-        finally:
-            for block in blocks:
-                block.self_attn.fused = block.mlp.fused = None
 
     def new_cache(self, batch_size: int, capacity: int = 0) -> KVCache:
         """An empty KVCache; `capacity` (prompt + new tokens, if known) sizes its buffers."""
