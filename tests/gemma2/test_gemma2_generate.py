@@ -74,6 +74,28 @@ def test_stop_tokens_end_their_row_only(model):
     ]  # eos is the default stop
 
 
+def test_activations_kept_by_a_hook_during_generate_are_ordinary_tensors(model):
+    """generate runs under inference mode only when no hook could keep an activation."""
+    kept = []
+    handle = model.hook_point("resid_post", 1).register_forward_hook(
+        lambda _m, _i, out: kept.append(out)
+    )
+    try:
+        hooked = generate(model, PROMPTS, 6, temperature=0, stop_tokens=())
+    finally:
+        handle.remove()
+    assert hooked == generate(model, PROMPTS, 6, temperature=0, stop_tokens=())
+    assert kept and not any(t.is_inference() for t in kept)
+    w = torch.ones(kept[0].shape[-1], requires_grad=True)
+    (kept[0] @ w).sum().backward()  # usable with autograd, and in place
+    kept[0].mul_(2)
+
+
+def test_a_huge_max_new_tokens_allocates_only_what_is_generated(model):
+    every_token_stops = range(model.config.vocab_size)
+    assert len(generate(model, [[2, 5, 7]], 10**9, temperature=0, stop_tokens=every_token_stops)[0]) == 1  # fmt: skip
+
+
 def test_sample_filters_keep_the_right_tokens():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).expand(400, 4)
     g = torch.Generator().manual_seed(0)

@@ -313,6 +313,59 @@ def test_decoding_with_the_cache_under_autograd_matches_one_full_pass():
     assert (g_chunk - g_full).norm() / g_full.norm() < 2e-5  # float rounding (3e-6 measured)
 
 
+def test_the_cache_keeps_autograd_working_when_only_queries_need_gradients():
+    """With autograd on, the cache concatenates (as a LoRA on q_proj alone needs: attention
+    saves keys that no gradient flows to), also after no-grad steps and with frozen layers."""
+    model = random_model().train()
+    for name, p in model.named_parameters():
+        p.requires_grad_("q_proj" in name)
+    ids = tokens(2, 20)
+    cache = model.new_cache(2)
+    parts = [model(ids[:, :4], cache=cache)]
+    with torch.no_grad():  # a few steps without autograd in between
+        parts += [model(ids[:, t : t + 1], cache=cache) for t in range(4, 9)]
+    parts += [model(ids[:, t : t + 1], cache=cache) for t in range(9, 20)]
+    chunked = torch.cat(parts, 1)
+    chunked.square().sum().backward()  # raised when a saved key buffer was written again
+    grads = [p.grad for n, p in model.named_parameters() if "q_proj" in n]
+    assert all(g is not None and g.isfinite().all() and g.abs().sum() > 0 for g in grads)
+    with torch.no_grad():
+        torch.testing.assert_close(chunked, model(ids), atol=1e-4, rtol=1e-4)
+
+
+def test_cache_buffers_follow_dtype_and_inference_mode_like_concatenation():
+    model = random_model()
+    ids = tokens(1, 12)
+    with torch.no_grad():
+        full = model(ids)
+        cache = model.new_cache(1)
+        with torch.inference_mode():  # a cache begun in inference mode ...
+            first = model(ids[:, :5], cache=cache)
+        rest = model(ids[:, 5:], cache=cache)  # ... continues outside it
+        torch.testing.assert_close(torch.cat([first, rest], 1), full, atol=1e-5, rtol=1e-5)
+        cache = model.new_cache(1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 keys, then fp32 ones
+            model(ids[:, :5], cache=cache)
+        model(ids[:, 5:6], cache=cache)
+    assert all(k.dtype == torch.float32 for k in cache.keys)  # promoted, as cat would
+    held = cache.keys[1]
+    held.zero_()  # a copy: the cache's own buffers are untouched
+    assert cache.keys[1].abs().sum() > 0
+    with pytest.raises(TypeError):
+        cache.keys[0] = held
+
+
+def test_backward_hooks_on_sites_still_fire():
+    model = random_model().train()
+    seen = []
+    handle = model.hook_point("attn_z", 1).register_full_backward_hook(
+        lambda _m, _gi, go: seen.append(go[0].shape)
+    )
+    model(tokens(1, 6)).sum().backward()
+    handle.remove()
+    assert seen == [torch.Size([1, 6, 64])]
+
+
 def test_a_global_forward_hook_still_sees_every_site():
     """Sites skip nn.Module's call machinery only when no hook, local or global, could see them."""
     model = random_model()

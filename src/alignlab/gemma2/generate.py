@@ -64,7 +64,6 @@ def sample(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-@torch.inference_mode()
 def generate(
     model: Gemma2ForCausalLM,
     prompts: torch.Tensor | Sequence[Sequence[int]],
@@ -105,29 +104,40 @@ def generate(
         raise AlignlabError(f"min_p must be in [0, 1] or None, got {min_p}")
     stop = {cfg.eos_token_id} if stop_tokens is None else set(stop_tokens)
 
-    device = model.model.embed_tokens.weight.device
-    ids, mask = left_pad(prompts, cfg.pad_token_id)
-    ids, mask = ids.to(device), mask.to(device)
-    padded = bool((mask == 0).any())
-    B = ids.shape[0]
-    cache = model.new_cache(B, ids.shape[1] + max_new_tokens) if use_cache else None
-    step_ids, step_mask = ids, mask if padded else None
-    out: list[list[int]] = [[] for _ in range(B)]
-    done = [False] * B
-    for _ in range(max_new_tokens):
-        if use_cache:
-            h = model.model(step_ids, attention_mask=step_mask, cache=cache)
-        else:
-            h = model.model(ids, attention_mask=mask if padded else None)
-        token = sample(model.logits(h[:, -1]), temperature, top_k, top_p, generator, min_p)
-        for b, t in enumerate(token.tolist()):
-            if not done[b]:
-                out[b].append(t)
-                done[b] = t in stop
-        if all(done):
-            break
-        step_ids, step_mask = token[:, None], None  # the cache remembers the prompt's padding
-        if not use_cache:
-            ids = torch.cat([ids, step_ids], dim=1)
-            mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)
-    return out
+    # inference mode (no autograd bookkeeping at all) unless a hook could keep an activation,
+    # which would then be an inference tensor, unusable outside it
+    with torch.no_grad() if _hooks_see_activations(model) else torch.inference_mode():
+        device = model.model.embed_tokens.weight.device
+        ids, mask = left_pad(prompts, cfg.pad_token_id)
+        ids, mask = ids.to(device), mask.to(device)
+        padded = bool((mask == 0).any())
+        B = ids.shape[0]
+        # buffers for the prompt and up to 512 new tokens; they double if more are generated
+        cache = model.new_cache(B, ids.shape[1] + min(max_new_tokens, 512)) if use_cache else None
+        step_ids, step_mask = ids, mask if padded else None
+        out: list[list[int]] = [[] for _ in range(B)]
+        done = [False] * B
+        for _ in range(max_new_tokens):
+            if use_cache:
+                h = model.model(step_ids, attention_mask=step_mask, cache=cache)
+            else:
+                h = model.model(ids, attention_mask=mask if padded else None)
+            token = sample(model.logits(h[:, -1]), temperature, top_k, top_p, generator, min_p)
+            for b, t in enumerate(token.tolist()):
+                if not done[b]:
+                    out[b].append(t)
+                    done[b] = t in stop
+            if all(done):
+                break
+            step_ids, step_mask = token[:, None], None  # the cache remembers the prompt's padding
+            if not use_cache:
+                ids = torch.cat([ids, step_ids], dim=1)
+                mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)
+        return out
+
+
+def _hooks_see_activations(model: Gemma2ForCausalLM) -> bool:
+    m = torch.nn.modules.module
+    if m._global_forward_hooks or m._global_forward_pre_hooks:
+        return True
+    return any(mod._forward_hooks or mod._forward_pre_hooks for mod in model.modules())

@@ -98,12 +98,24 @@ class HookPoint(nn.Module):
 
 
 def _hooked(module: nn.Module) -> bool:
-    """Whether calling `module` could run a forward hook (its own, or a global one)."""
+    """Whether calling `module` could run a hook, forward or backward, its own or a global one."""
     return bool(
         module._forward_hooks
         or module._forward_pre_hooks
-        or nn.modules.module._global_forward_hooks
-        or nn.modules.module._global_forward_pre_hooks
+        or module._backward_hooks
+        or module._backward_pre_hooks
+        or _global_hooks()
+    )
+
+
+def _global_hooks() -> bool:
+    """Whether a hook is registered for every module (torch.nn.modules.module.register_module_*)."""
+    m = nn.modules.module
+    return bool(
+        m._global_forward_hooks
+        or m._global_forward_pre_hooks
+        or m._global_backward_hooks
+        or m._global_backward_pre_hooks
     )
 
 
@@ -310,14 +322,16 @@ class Block(nn.Module):
 class KVCache:
     """Keys and values of past tokens, per layer, for incremental decoding.
 
-    Each layer writes into a preallocated buffer (B, KV, capacity, hd) and reads a view of
-    it, so a decode step copies only its own token's keys and values instead of the whole
-    cache. Sliding-window (even) layers hold only the last `sliding_window` columns, since
-    no later query can see further back: their buffer holds 2 * window columns and the held
-    ones are moved to the front when it fills (one copy per `window` tokens). Global layers
-    hold everything, in a buffer of `capacity` columns (`generate` passes prompt + new
-    tokens) that doubles when a call needs more. A call's keys are the held columns followed
-    by its own, exactly as concatenating them would give.
+    Without autograd, each layer writes into a preallocated buffer (B, KV, capacity, hd)
+    and reads a view of it, so a decode step copies only its own token's keys and values
+    instead of the whole cache. Sliding-window (even) layers hold only the last
+    `sliding_window` columns, since no later query can see further back: their buffer holds
+    2 * window columns and the held ones are moved to the front when it fills (one copy per
+    `window` tokens). Global layers hold everything, in a buffer of `capacity` columns
+    (`generate` passes the prompt plus up to 512 new tokens) that doubles when a call needs
+    more. A call's keys are the held columns followed by its own, exactly as concatenating
+    them would give (in the promoted dtype, as concatenation would). With autograd enabled
+    the cache concatenates instead, so that nothing autograd saved is written again.
 
     `valid` marks which columns so far are real tokens (False for left padding), `padded`
     whether any is not, and `lengths` counts real tokens per row, which is the next token's
@@ -352,13 +366,19 @@ class KVCache:
         return self._masks[key]
 
     @property
-    def keys(self) -> list[torch.Tensor | None]:
-        """Each layer's held keys (B, KV, columns, hd): views into its buffer."""
-        return [None if b is None else b[:, :, lo:hi] for b, (lo, hi) in zip(self._k, self._span)]
+    def keys(self) -> tuple[torch.Tensor | None, ...]:
+        """Each layer's held keys (B, KV, columns, hd), copied out of its buffer (read-only:
+        the buffers are the cache's own and are written in place)."""
+        return self._held(self._k)
 
     @property
-    def values(self) -> list[torch.Tensor | None]:
-        return [None if b is None else b[:, :, lo:hi] for b, (lo, hi) in zip(self._v, self._span)]
+    def values(self) -> tuple[torch.Tensor | None, ...]:
+        """Each layer's held values, as `keys`."""
+        return self._held(self._v)
+
+    def _held(self, buffers) -> tuple[torch.Tensor | None, ...]:
+        spans = self._span
+        return tuple(None if b is None else b[:, :, lo:hi].clone() for b, (lo, hi) in zip(buffers, spans))  # fmt: skip
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Append this call's keys and values; return all of them the layer's queries may see."""
@@ -366,7 +386,7 @@ class KVCache:
         lo, hi = self._span[layer]
         buf_k, buf_v = self._k[layer], self._v[layer]
         T = k.shape[2]
-        if k.requires_grad or v.requires_grad:  # differentiable: new tensors, no writes into views
+        if torch.is_grad_enabled():  # autograd may save what is read: new tensors, no writes
             if buf_k is not None:
                 k = torch.cat([buf_k[:, :, lo:hi], k], dim=2)
                 v = torch.cat([buf_v[:, :, lo:hi], v], dim=2)
@@ -374,15 +394,25 @@ class KVCache:
             S = k.shape[2]
             self._span[layer] = (0 if w is None else max(0, S - w), S)
             return k, v
-        if buf_k is None or hi + T > buf_k.shape[2]:  # full: move the held columns to the front
+        dtype = k.dtype if buf_k is None else torch.promote_types(buf_k.dtype, k.dtype)
+        dtype_v = v.dtype if buf_v is None else torch.promote_types(buf_v.dtype, v.dtype)
+        # a buffer that is not ours to write: another dtype, autograd's (written by the branch
+        # above), or made in inference mode and used outside it
+        foreign = buf_k is not None and (
+            buf_k.dtype != dtype
+            or buf_v.dtype != dtype_v
+            or buf_k.requires_grad
+            or (buf_k.is_inference() and not torch.is_inference_mode_enabled())
+        )
+        if buf_k is None or hi + T > buf_k.shape[2] or foreign:  # move the held columns
             held = hi - lo
             if w is None:
                 size = max(held + T, 2 * hi, self.capacity)
             else:  # room for `window` more columns, or for the whole generation if smaller
                 size = max(held + T, min(2 * w, self.capacity) if self.capacity else 2 * w)
-            if buf_k is None or size > buf_k.shape[2] or lo < held or buf_k.requires_grad:
-                new_k = k.new_empty(*k.shape[:2], size, k.shape[3])
-                new_v = v.new_empty(*v.shape[:2], size, v.shape[3])
+            if buf_k is None or foreign or size > buf_k.shape[2] or lo < held:
+                new_k = k.new_empty(*k.shape[:2], size, k.shape[3], dtype=dtype)
+                new_v = v.new_empty(*v.shape[:2], size, v.shape[3], dtype=dtype_v)
             else:
                 new_k, new_v = buf_k, buf_v
             if held:
