@@ -799,22 +799,17 @@ def main(args: argparse.Namespace) -> int:
             del ref
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
-    if "train" in sections:
+    for section, unit, key in (("train", train_unit, "train"), ("generate", generate_unit, "generation")):  # fmt: skip
+        if section not in sections:
+            continue
         for size in run.sizes:
             for dtype in run.dtypes:
-                if run.allow(f"train/{size}/{dtype}", "train"):
-                    r = train_unit(run, size, dtype)
-                    run.result.setdefault("train", {}).setdefault(size, {})[dtype] = r
+                if run.allow(f"{section}/{size}/{dtype}", section):
+                    r = unit(run, size, dtype)
+                    run.result.setdefault(key, {}).setdefault(size, {})[dtype] = r
                     run.save()
                     if dev.type == "cuda":
                         torch.cuda.empty_cache()
-    if "generate" in sections:
-        for size in run.sizes:
-            for dtype in run.dtypes:
-                if run.allow(f"generate/{size}/{dtype}", "generate"):
-                    r = generate_unit(run, size, dtype)
-                    run.result.setdefault("generation", {}).setdefault(size, {})[dtype] = r
-                    run.save()
     run.masters.clear()
     if "ddp" in sections and run.allow("ddp", "ddp"):
         if dev.type == "cuda":
