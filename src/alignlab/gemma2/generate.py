@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from alignlab.core.errors import AlignlabError
-from alignlab.gemma2.model import Gemma2ForCausalLM
+from alignlab.gemma2.model import Gemma2ForCausalLM, hooked
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,7 +106,8 @@ def generate(
 
     # inference mode (no autograd bookkeeping at all) unless a hook could keep an activation,
     # which would then be an inference tensor, unusable outside it
-    with torch.no_grad() if _hooks_see_activations(model) else torch.inference_mode():
+    hooks = any(hooked(module) for module in model.modules())
+    with torch.no_grad() if hooks else torch.inference_mode():
         device = model.model.embed_tokens.weight.device
         ids, mask = left_pad(prompts, cfg.pad_token_id)
         ids, mask = ids.to(device), mask.to(device)
@@ -134,10 +135,3 @@ def generate(
                 ids = torch.cat([ids, step_ids], dim=1)
                 mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)
         return out
-
-
-def _hooks_see_activations(model: Gemma2ForCausalLM) -> bool:
-    m = torch.nn.modules.module
-    if m._global_forward_hooks or m._global_forward_pre_hooks:
-        return True
-    return any(mod._forward_hooks or mod._forward_pre_hooks for mod in model.modules())

@@ -97,7 +97,7 @@ class HookPoint(nn.Module):
         return x
 
 
-def _hooked(module: nn.Module) -> bool:
+def hooked(module: nn.Module) -> bool:
     """Whether calling `module` could run a hook, forward or backward, its own or a global one."""
     return bool(
         module._forward_hooks
@@ -121,7 +121,7 @@ def _global_hooks() -> bool:
 
 def through(hook: HookPoint, x: torch.Tensor) -> torch.Tensor:
     """hook(x), skipping nn.Module's call machinery when no hook could see it (the common case)."""
-    return hook(x) if _hooked(hook) else x
+    return hook(x) if hooked(hook) else x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,10 +263,9 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         B, T, _ = x.shape
         cfg = self.config
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        q = q.view(B, T, cfg.num_heads, cfg.head_dim).transpose(1, 2)
-        k = k.view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
-        v = v.view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+        q = self.q_proj(x).view(B, T, cfg.num_heads, cfg.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         q_offset = 0
         if cache is not None:
@@ -291,8 +290,8 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        g, u = self.gate_proj(x), self.up_proj(x)
-        g = F.gelu(g, approximate="tanh")
+        g = F.gelu(self.gate_proj(x), approximate="tanh")
+        u = self.up_proj(x)
         return self.down_proj(g * u if g.requires_grad else g.mul_(u))  # in place: one buffer less
 
 
@@ -377,8 +376,10 @@ class KVCache:
         return self._held(self._v)
 
     def _held(self, buffers) -> tuple[torch.Tensor | None, ...]:
-        spans = self._span
-        return tuple(None if b is None else b[:, :, lo:hi].clone() for b, (lo, hi) in zip(buffers, spans))  # fmt: skip
+        return tuple(
+            None if b is None else b[:, :, lo:hi].clone()
+            for b, (lo, hi) in zip(buffers, self._span)
+        )
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Append this call's keys and values; return all of them the layer's queries may see."""
